@@ -1,0 +1,1 @@
+"""Shared pieces of the distillation scripts: data, metrics, models, the training loop."""
