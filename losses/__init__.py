@@ -1,0 +1,25 @@
+"""Distillation losses of the two papers (REFERENCE.md sections 1 and 2).
+
+Every function computes in float32 whatever the input dtype and works on any device.
+"""
+
+from losses.features import (
+    cross_correlation_loss,
+    hidden_cosine_loss,
+    hidden_mse_loss,
+    sub_teacher_mask,
+    token_rows,
+)
+from losses.logits import kd_loss, lgtm_kd_loss
+from losses.one_to_one import OneToOneLoss
+
+__all__ = [
+    "OneToOneLoss",
+    "cross_correlation_loss",
+    "hidden_cosine_loss",
+    "hidden_mse_loss",
+    "kd_loss",
+    "lgtm_kd_loss",
+    "sub_teacher_mask",
+    "token_rows",
+]

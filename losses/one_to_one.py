@@ -1,0 +1,86 @@
+"""The full objective of the one-to-one mapping distillation (REFERENCE.md section 1, steps 3-9)."""
+
+from dataclasses import dataclass
+
+from losses.features import (
+    cross_correlation_loss,
+    hidden_cosine_loss,
+    hidden_mse_loss,
+    sub_teacher_mask,
+    token_rows,
+)
+from losses.logits import kd_loss
+
+
+@dataclass(frozen=True)
+class OneToOneLoss:
+    """Weighted sum of the task loss, logit KD and the feature losses on the last hidden layer.
+
+    ``loss = alpha_task * L_task + alpha_ce * KD + alpha_corr * (L_corr + L_corr[sub-teacher])
+    + alpha_cos * L_cos + alpha_mse * L_mse``, where the sub-teacher term is present only with
+    ``do_mask`` and, as released, ``L_mse`` is taken on the sub-teacher's columns when
+    ``do_mask`` is on.
+    """
+
+    alpha_task: float = 0.5
+    alpha_ce: float = 0.0
+    alpha_corr: float = 0.0
+    alpha_mse: float = 0.0
+    alpha_cos: float = 0.0
+    temperature: float = 2.0
+    do_mask: bool = False
+    mask_prob: float = 0.5
+    off_diagonal_weight: float = 5e-3
+    normalizer: str = "elements"
+
+    @property
+    def uses_features(self):
+        """Whether any term compares hidden states (and so needs the same tokens and width)."""
+        return self.alpha_corr > 0 or self.alpha_mse > 0 or self.alpha_cos > 0
+
+    @property
+    def uses_teacher(self):
+        return self.alpha_ce > 0 or self.uses_features
+
+    def __call__(self, task_loss, student_logits, teacher_logits, student_hidden, teacher_hidden,
+                 attention_mask):
+        """Return ``(loss, terms)``; ``terms`` maps each active term's name to its detached value.
+
+        ``student_logits``/``teacher_logits`` are tensors or tuples of tensors (SQuAD's start and
+        end logits; their KD terms are averaged). ``*_hidden`` are (B, T, d); only the rows where
+        ``attention_mask == 1`` enter the feature losses.
+        """
+        terms = {"task": task_loss}
+        loss = self.alpha_task * task_loss
+        if self.alpha_ce > 0:
+            pairs = list(zip(_as_tuple(student_logits), _as_tuple(teacher_logits)))
+            terms["ce"] = sum(kd_loss(s, t, self.temperature) for s, t in pairs) / len(pairs)
+            loss = loss + self.alpha_ce * terms["ce"]
+        if self.uses_features:
+            student_rows = token_rows(student_hidden, attention_mask)
+            teacher_rows = token_rows(teacher_hidden, attention_mask)
+            keep = None
+            if self.do_mask and (self.alpha_corr > 0 or self.alpha_mse > 0):
+                keep = sub_teacher_mask(student_rows.shape[-1], self.mask_prob, device=student_rows.device)
+            if self.alpha_corr > 0:
+                correlation = dict(off_diagonal_weight=self.off_diagonal_weight, normalizer=self.normalizer)
+                terms["corr"] = cross_correlation_loss(student_rows, teacher_rows, **correlation)
+                loss = loss + self.alpha_corr * terms["corr"]
+                if keep is not None:
+                    terms["corr_sub_teacher"] = cross_correlation_loss(
+                        student_rows, teacher_rows, dims=keep, **correlation)
+                    loss = loss + self.alpha_corr * terms["corr_sub_teacher"]
+            if self.alpha_mse > 0:
+                if keep is None:
+                    terms["mse"] = hidden_mse_loss(student_rows, teacher_rows)
+                else:
+                    terms["mse"] = hidden_mse_loss(student_rows[:, keep], teacher_rows[:, keep])
+                loss = loss + self.alpha_mse * terms["mse"]
+            if self.alpha_cos > 0:
+                terms["cos"] = hidden_cosine_loss(student_rows, teacher_rows)
+                loss = loss + self.alpha_cos * terms["cos"]
+        return loss, {name: value.detach() for name, value in terms.items()}
+
+
+def _as_tuple(logits):
+    return tuple(logits) if isinstance(logits, (tuple, list)) else (logits,)
