@@ -48,12 +48,15 @@ class OneToOneLoss:
 
         ``student_logits``/``teacher_logits`` are tensors or tuples of tensors (SQuAD's start and
         end logits; their KD terms are averaged). ``*_hidden`` are (B, T, d); only the rows where
-        ``attention_mask == 1`` enter the feature losses.
+        ``attention_mask == 1`` enter the feature losses. The teacher's outputs are detached:
+        gradients reach the student only.
         """
+        teacher_logits = tuple(t.detach() for t in _as_tuple(teacher_logits)) if teacher_logits is not None else None
+        teacher_hidden = teacher_hidden.detach() if teacher_hidden is not None else None
         terms = {"task": task_loss}
         loss = self.alpha_task * task_loss
         if self.alpha_ce > 0:
-            pairs = list(zip(_as_tuple(student_logits), _as_tuple(teacher_logits)))
+            pairs = list(zip(_as_tuple(student_logits), teacher_logits))
             terms["ce"] = sum(kd_loss(s, t, self.temperature) for s, t in pairs) / len(pairs)
             loss = loss + self.alpha_ce * terms["ce"]
         if self.uses_features:
