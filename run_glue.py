@@ -1,0 +1,91 @@
+"""Fine-tune a teacher (BERT-base in the paper) on a GLUE task.
+
+    python run_glue.py --model_type bert --model_name_or_path bert-base-uncased --task_name rte \
+        --data_dir ./glue_data/RTE/ --do_lower_case --max_seq_length 128 --do_train \
+        --per_gpu_train_batch_size 32 --per_gpu_eval_batch_size 32 --learning_rate 5e-5 \
+        --num_train_epochs 3.0 --output_dir ./model/RTE/teacher/
+
+Saves the fine-tuned model with ``save_pretrained`` in output_dir, writes
+``eval_results.json`` (the task's official dev metrics) and, with ``--do_predict``, the GLUE
+server's test prediction files.
+"""
+
+import logging
+from pathlib import Path
+
+from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
+from utils.errors import UserError, exit_on_user_error
+from utils.features import PadCollator, model_inputs
+from utils.glue import add_glue_data_args, evaluate_splits, load_eval_sets, split_features, write_results
+from utils.models import forward_arguments, load_classifier, load_tokenizer
+from utils.training import prepare_output_dir, set_seed, setup_runtime, train
+
+logger = logging.getLogger("run_glue")
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model_name_or_path", required=True, help="hub name or local directory")
+    parser.add_argument("--model_type", default=None, help="accepted for the released command; read from the model's config")
+    parser.add_argument("--config_name", default=None, help="accepted for the released command; the model's own config is used")
+    parser.add_argument("--tokenizer_name", default=None, help="default: the model's tokenizer")
+    add_flag(parser, "--do_lower_case", help="lower-case the text (the uncased models' tokenizers do already)")
+    add_flag(parser, "--do_train")
+    add_flag(parser, "--do_eval", help="evaluate on dev (always done after --do_train)")
+    add_flag(parser, "--do_predict", "--do_test", help="write GLUE test predictions")
+    add_glue_data_args(parser)
+    add_training_args(parser, batch_size=8, learning_rate=5e-5, epochs=3.0)
+    args = parser.parse_args(argv)
+    check_training_args(args)
+    if not (args.do_train or args.do_eval or args.do_predict):
+        raise UserError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    return args
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(argv)
+    task = args.task_name
+    runtime = setup_runtime(args)
+    resume = prepare_output_dir(args, runtime) if args.do_train else None
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    set_seed(args.seed)
+
+    tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, cache_dir=args.cache_dir,
+                               do_lower_case=args.do_lower_case)
+    model = load_classifier(args.model_name_or_path, task, cache_dir=args.cache_dir, keep_head=not args.do_train)
+    model.to(runtime.device)
+    accepted = forward_arguments(model)
+    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length, task.is_regression)
+
+    eval_sets = load_eval_sets(args, tokenizer) if args.do_train or args.do_eval else {}
+
+    def forward(batch):
+        return model(**model_inputs(batch, accepted)).logits
+
+    def evaluate(step=None):
+        model.eval()
+        return evaluate_splits(forward, task, eval_sets, collate, args.per_device_eval_batch_size, runtime)
+
+    if args.do_train:
+        train_features, _ = split_features(args, "train", args.max_train_samples, tokenizer)
+        if runtime.is_main:
+            save_run_args(args, args.output_dir)
+
+        def compute_loss(wrapped_model, batch):
+            outputs = wrapped_model(**model_inputs(batch, accepted), labels=batch["labels"])
+            return outputs.loss, {}
+
+        result = train(args, runtime, model=model, train_dataset=train_features, collate_fn=collate,
+                       compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate, resume_from=resume)
+        if runtime.is_main:
+            model.save_pretrained(args.output_dir)
+            tokenizer.save_pretrained(args.output_dir)
+            logger.info("saved the fine-tuned model to %s (train loss %.4f)", args.output_dir, result.train_loss)
+
+    model.eval()
+    write_results(args, runtime, evaluate, forward, eval_sets, collate, tokenizer)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Command-line options shared by every script (DESIGN.md "Conventions")."""
+
+import argparse
+import json
+from pathlib import Path
+
+from utils.errors import UserError
+
+
+def str2bool(value):
+    """Parse the value-taking booleans of the papers' commands (``--do_mask True``)."""
+    if isinstance(value, bool):
+        return value
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "y", "on"):
+        return True
+    if lowered in ("false", "0", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {value!r}")
+
+
+def add_flag(parser, *names, default=False, help=None):
+    """A boolean option usable both as ``--flag`` and as ``--flag True`` / ``--flag False``."""
+    parser.add_argument(*names, type=str2bool, nargs="?", const=True, default=default, help=help)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with errors reported as one line (and exit status 2) like every other user error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_steps=500, save_steps=500):
+    """Options of the shared training loop; defaults are the released script's."""
+    group = parser.add_argument_group("training")
+    group.add_argument("--output_dir", required=True, help="where the model, results and checkpoints go")
+    add_flag(group, "--overwrite_output_dir", help="start afresh in a non-empty output_dir")
+    group.add_argument("--resume_from_checkpoint", default=None,
+                       help="a checkpoint-N folder to resume from (default: the last one in output_dir)")
+    group.add_argument("--per_device_train_batch_size", "--per_gpu_train_batch_size", type=int,
+                       default=batch_size, dest="per_device_train_batch_size")
+    group.add_argument("--per_device_eval_batch_size", "--per_gpu_eval_batch_size", type=int,
+                       default=None, dest="per_device_eval_batch_size",
+                       help="default: the training batch size")
+    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    group.add_argument("--learning_rate", type=float, default=learning_rate)
+    group.add_argument("--weight_decay", type=float, default=0.0)
+    group.add_argument("--adam_epsilon", type=float, default=1e-8)
+    group.add_argument("--max_grad_norm", type=float, default=1.0)
+    group.add_argument("--num_train_epochs", type=float, default=epochs)
+    group.add_argument("--max_steps", type=int, default=-1, help="if > 0: total optimizer steps, overrides epochs")
+    group.add_argument("--warmup_steps", type=int, default=0)
+    group.add_argument("--warmup_ratio", type=float, default=0.0, help="used when --warmup_steps is 0")
+    group.add_argument("--lr_scheduler_type", default="linear",
+                       choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                                "constant_with_warmup"])
+    group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--max_train_samples", type=int, default=None)
+    group.add_argument("--max_eval_samples", type=int, default=None)
+    group.add_argument("--max_predict_samples", type=int, default=None)
+    group.add_argument("--logging_steps", type=int, default=logging_steps)
+    group.add_argument("--save_steps", type=int, default=save_steps, help="checkpoint every N steps (0: never)")
+    group.add_argument("--save_total_limit", type=int, default=2,
+                       help="keep at most this many checkpoints (the newest; 0 or less: keep all)")
+    add_flag(group, "--evaluate_during_training", help="evaluate on dev every --eval_steps steps")
+    group.add_argument("--eval_steps", type=int, default=None, help="default: --logging_steps")
+    add_flag(group, "--fp16", help="float16 mixed precision (CUDA)")
+    add_flag(group, "--bf16", help="bfloat16 mixed precision")
+    add_flag(group, "--use_cpu", "--no_cuda", help="run on the CPU even when a GPU is present")
+    add_flag(group, "--pad_to_max_length",
+             help="pad every batch to --max_seq_length as released (default: to the longest in the batch)")
+    group.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"])
+    add_flag(group, "--disable_tqdm")
+    group.add_argument("--dataloader_num_workers", type=int, default=0)
+    group.add_argument("--cache_dir", default=None, help="where hub downloads are cached")
+    group.add_argument("--local_rank", "--local-rank", type=int, default=-1,
+                       help="set by old launchers; torchrun's LOCAL_RANK environment variable is used")
+    return group
+
+
+def check_training_args(args):
+    if args.per_device_eval_batch_size is None:
+        args.per_device_eval_batch_size = args.per_device_train_batch_size
+    if args.eval_steps is None:
+        args.eval_steps = args.logging_steps
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "logging_steps", "eval_steps"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.fp16 and args.bf16:
+        raise UserError("--fp16 and --bf16 exclude each other; pass one")
+    for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+
+
+def save_run_args(args, output_dir):
+    """Write the run's arguments to ``<output_dir>/run_args.json``."""
+    values = {key: value for key, value in vars(args).items() if key != "local_rank"}
+    path = Path(output_dir) / "run_args.json"
+    path.write_text(json.dumps(values, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,0 +1,133 @@
+"""The GLUE pieces the GLUE scripts share: data options, features, evaluation, test predictions."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from utils.errors import UserError
+from utils.features import tokenize_examples
+from utils.glue_data import get_task, load_glue_split, submission_file_names, write_glue_submission
+from utils.metrics import glue_metrics
+from utils.training import predict, write_json
+
+logger = logging.getLogger(__name__)
+
+
+def add_glue_data_args(parser, max_seq_length=128):
+    group = parser.add_argument_group("data")
+    group.add_argument("--task_name", required=True, type=get_task,
+                       help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli (any case; sst-2, sts-b too)")
+    group.add_argument("--data_dir", default=None,
+                       help="glue_data/<TASK> (or glue_data) with the task's TSV files; default: the hub's nyu-mll/glue")
+    group.add_argument("--train_file", default=None, help="a csv or json training file instead")
+    group.add_argument("--validation_file", default=None, help="a csv or json validation file instead")
+    group.add_argument("--test_file", default=None, help="a csv or json test file instead")
+    group.add_argument("--max_seq_length", type=int, default=max_seq_length)
+    return group
+
+
+def load_examples(args, split, limit=None):
+    """The examples of one split from the file, the data dir or the hub (first ``limit`` only)."""
+    task = args.task_name
+    data_file = {"train": args.train_file, "test": getattr(args, "test_file", None)}.get(split)
+    if split.startswith("validation") and args.validation_file:
+        if split not in ("validation", "validation_matched"):
+            return []
+        data_file = args.validation_file
+    if split.startswith("test") and getattr(args, "test_file", None) and split not in ("test", "test_matched"):
+        return []
+    examples = load_glue_split(task, split, data_dir=args.data_dir, data_file=data_file, cache_dir=args.cache_dir)
+    if not examples:
+        raise UserError(f"the {split} split of {task.name} is empty")
+    return examples[:limit] if limit else examples
+
+
+def labelled_features(tokenized, examples):
+    """Add each example's label to its features (as ``labels``; test examples have none)."""
+    if any(example["label"] is None for example in examples):
+        return tokenized
+    return [dict(features, labels=example["label"]) for features, example in zip(tokenized, examples)]
+
+
+def build_features(args, tokenizer, examples, teacher_tokenizer=None):
+    """Features of ``examples`` for the student (and, when it tokenises differently, the teacher)."""
+    features = tokenize_examples(tokenizer, examples, args.max_seq_length)
+    if teacher_tokenizer is not None:
+        teacher_features = tokenize_examples(teacher_tokenizer, examples, args.max_seq_length, prefix="teacher_")
+        features = [dict(own, **teacher) for own, teacher in zip(features, teacher_features)]
+    return labelled_features(features, examples)
+
+
+def split_features(args, split, limit, tokenizer, teacher_tokenizer=None):
+    """(features, examples) of one split."""
+    examples = load_examples(args, split, limit)
+    return build_features(args, tokenizer, examples, teacher_tokenizer), examples
+
+
+def load_eval_sets(args, tokenizer, teacher_tokenizer=None):
+    """``{split: (features, labels)}`` for the task's dev splits (MNLI: matched and mismatched)."""
+    sets = {}
+    for split in args.task_name.eval_splits:
+        features, examples = split_features(args, split, args.max_eval_samples, tokenizer, teacher_tokenizer)
+        if features:
+            sets[split] = (features, [example["label"] for example in examples])
+    return sets
+
+
+def load_test_sets(args, tokenizer, teacher_tokenizer=None):
+    """``{split: (features, indices)}`` for the task's test splits."""
+    sets = {}
+    for split in args.task_name.test_splits:
+        features, examples = split_features(args, split, args.max_predict_samples, tokenizer, teacher_tokenizer)
+        if features:
+            sets[split] = (features, [example["idx"] for example in examples])
+    return sets
+
+
+def write_results(args, runtime, evaluate, forward, eval_sets, collate_fn, tokenizer, teacher_tokenizer=None):
+    """After training: dev metrics to ``eval_results.json``; with ``--do_predict`` the test files."""
+    if eval_sets:
+        metrics = evaluate()
+        if runtime.is_main:
+            write_json(Path(args.output_dir) / "eval_results.json", metrics)
+            logger.info("dev results: %s", metrics)
+    if args.do_predict:
+        test_sets = load_test_sets(args, tokenizer, teacher_tokenizer)
+        write_test_predictions(forward, args.task_name, test_sets, collate_fn, args.per_device_eval_batch_size,
+                               runtime, args.output_dir)
+
+
+def logits_to_predictions(logits, task):
+    return logits[:, 0] if task.is_regression else logits.argmax(axis=-1)
+
+
+def split_suffix(task, split):
+    """Metric-name suffix of an evaluation split: "" except MNLI mismatched ("_mm")."""
+    return "_mm" if split.endswith("mismatched") else ""
+
+
+def evaluate_splits(forward, task, eval_sets, collate_fn, batch_size, runtime):
+    """Official GLUE metrics of ``forward`` on each evaluation split, in one flat dict."""
+    results = {}
+    for split, (features, labels) in eval_sets.items():
+        logits = predict(forward, features, collate_fn, batch_size, runtime, desc=f"evaluating {split}")
+        suffix = split_suffix(task, split)
+        metrics = glue_metrics(task.name, logits_to_predictions(logits, task), np.asarray(labels))
+        results.update({name + suffix: value for name, value in metrics.items()})
+        results["eval_samples" + suffix] = len(features)
+    return results
+
+
+def write_test_predictions(forward, task, test_sets, collate_fn, batch_size, runtime, output_dir):
+    """Predict each test split and write the GLUE server's ``<TASK>.tsv`` files; return their paths."""
+    names = submission_file_names(task)
+    paths = []
+    for split, (features, indices) in test_sets.items():
+        logits = predict(forward, features, collate_fn, batch_size, runtime, desc=f"predicting {split}")
+        path = Path(output_dir) / names[split]
+        if runtime.is_main:
+            write_glue_submission(path, task, indices, logits_to_predictions(logits, task))
+            logger.info("wrote %d predictions to %s", len(indices), path)
+        paths.append(path)
+    return paths

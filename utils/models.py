@@ -1,0 +1,88 @@
+"""Loading models and tokenizers, and the checks that a teacher and a student fit together."""
+
+import inspect
+import logging
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def _looks_like_path(name_or_path):
+    return name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
+
+
+def _load(loader, name_or_path, what, **kwargs):
+    """Call ``loader.from_pretrained`` and turn a missing or unreachable model into a UserError."""
+    if not Path(name_or_path).expanduser().exists() and _looks_like_path(name_or_path):
+        raise UserError(f"{what} path {name_or_path} does not exist")
+    try:
+        return loader.from_pretrained(str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists()
+                                      else name_or_path, **kwargs)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"could not load the {what} {name_or_path!r}: {reason}") from error
+
+
+def load_tokenizer(name_or_path, *, what="model", cache_dir=None, do_lower_case=None):
+    kwargs = {"cache_dir": cache_dir}
+    if do_lower_case:
+        kwargs["do_lower_case"] = True
+    return _load(AutoTokenizer, name_or_path, f"{what} tokenizer", **kwargs)
+
+
+def load_config(name_or_path, *, what="model", cache_dir=None):
+    return _load(AutoConfig, name_or_path, f"{what} config", cache_dir=cache_dir)
+
+
+def load_classifier(name_or_path, task, *, what="model", cache_dir=None, keep_head=False):
+    """A sequence classifier for ``task`` (a ``GlueTask``-like object with ``label_names``,
+    ``num_labels`` and ``is_regression``).
+
+    A plain pre-trained model gets a new head with the task's labels. With ``keep_head`` (a
+    fine-tuned teacher) the checkpoint's head is kept and must have the task's label count.
+    """
+    config = load_config(name_or_path, what=what, cache_dir=cache_dir)
+    if keep_head:
+        if config.num_labels != task.num_labels:
+            raise UserError(f"the {what} {name_or_path} has {config.num_labels} output label(s) but task "
+                            f"{task.name} has {task.num_labels}: pass a {what} fine-tuned on {task.name}")
+    else:
+        config.num_labels = task.num_labels
+        if task.label_names:
+            config.id2label = dict(enumerate(task.label_names))
+            config.label2id = {name: index for index, name in enumerate(task.label_names)}
+        config.problem_type = "regression" if task.is_regression else "single_label_classification"
+    return _load(AutoModelForSequenceClassification, name_or_path, what, config=config, cache_dir=cache_dir)
+
+
+def label_permutation(config, task):
+    """Indices that put a fine-tuned model's logits into the task's label order, or None.
+
+    Only when the model's config names exactly the task's labels in another order.
+    """
+    names = [config.id2label[i] for i in range(config.num_labels)] if config.id2label else []
+    if not task.label_names or sorted(names) != sorted(task.label_names) or names == list(task.label_names):
+        return None
+    return [names.index(label) for label in task.label_names]
+
+
+def forward_arguments(model):
+    """Names the model's ``forward`` accepts (DistilBERT takes no ``token_type_ids``)."""
+    return set(inspect.signature(model.forward).parameters)
+
+
+def hidden_width(model):
+    config = model.config
+    return getattr(config, "hidden_size", None) or getattr(config, "dim")
+
+
+def same_vocabulary(first_tokenizer, second_tokenizer):
+    """Whether both tokenizers turn any text into the same ids (same vocabulary and casing)."""
+    if first_tokenizer.get_vocab() != second_tokenizer.get_vocab():
+        return False
+    probe = "The Quick brown FOX, naïve café; 1234 tokens!"
+    return first_tokenizer(probe)["input_ids"] == second_tokenizer(probe)["input_ids"]
