@@ -22,7 +22,7 @@ def _load(loader, name_or_path, what, **kwargs):
     try:
         return loader.from_pretrained(str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists()
                                       else name_or_path, **kwargs)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RuntimeError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"could not load the {what} {name_or_path!r}: {reason}") from error
 
@@ -42,8 +42,9 @@ def load_classifier(name_or_path, task, *, what="model", cache_dir=None, keep_he
     """A sequence classifier for ``task`` (a ``GlueTask``-like object with ``label_names``,
     ``num_labels`` and ``is_regression``).
 
-    A plain pre-trained model gets a new head with the task's labels. With ``keep_head`` (a
-    fine-tuned teacher) the checkpoint's head is kept and must have the task's label count.
+    A plain pre-trained model gets a new head with the task's labels (a head of another size
+    in the checkpoint is replaced). With ``keep_head`` (a fine-tuned teacher) the checkpoint's
+    head is kept and must have the task's label count.
     """
     config = load_config(name_or_path, what=what, cache_dir=cache_dir)
     if keep_head:
@@ -56,7 +57,8 @@ def load_classifier(name_or_path, task, *, what="model", cache_dir=None, keep_he
             config.id2label = dict(enumerate(task.label_names))
             config.label2id = {name: index for index, name in enumerate(task.label_names)}
         config.problem_type = "regression" if task.is_regression else "single_label_classification"
-    return _load(AutoModelForSequenceClassification, name_or_path, what, config=config, cache_dir=cache_dir)
+    return _load(AutoModelForSequenceClassification, name_or_path, what, config=config, cache_dir=cache_dir,
+                 ignore_mismatched_sizes=not keep_head)
 
 
 def label_permutation(config, task):

@@ -1,4 +1,4 @@
-"""Tiny BERT and DistilBERT models with a small WordPiece vocabulary, made offline by the tests."""
+"""Tiny BERT and DistilBERT models with a small WordPiece vocabulary, built offline from configs (tests, demo)."""
 
 import string
 from pathlib import Path

@@ -100,9 +100,7 @@ def setup_runtime(args):
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise UserError("--bf16 is not supported by this GPU; use --fp16")
         amp_dtype = torch.bfloat16
-    runtime = Runtime(device=device, rank=rank, world_size=world_size, amp_dtype=amp_dtype)
-    logger.info("device %s, %d process(es), mixed precision %s", device, world_size, amp_dtype)
-    return runtime
+    return Runtime(device=device, rank=rank, world_size=world_size, amp_dtype=amp_dtype)
 
 
 def set_seed(seed):
@@ -202,7 +200,7 @@ def predict(forward, dataset, collate_fn, batch_size, runtime, desc="predicting"
     indices = shard_indices(len(dataset), runtime)
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn,
-                        pin_memory=runtime.device.type == "cuda")
+                        pin_memory=runtime.device.type == "cuda", generator=torch.Generator())
     outputs = []
     for batch in tqdm(loader, desc=desc, disable=not runtime.is_main, leave=False):
         with runtime.autocast():
@@ -369,9 +367,10 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(Path(args.output_dir) / "runs"))
-    logger.info("training: %d examples, %d epochs, %d optimizer steps (%d per epoch), batch %d x %d process(es) x %d accumulation",
-                len(train_dataset), num_epochs, total_steps, steps_per_epoch, args.per_device_train_batch_size,
-                runtime.world_size, args.gradient_accumulation_steps)
+    logger.info("training on %s (mixed precision: %s): %d examples, %d epochs, %d optimizer steps (%d per epoch), "
+                "batch %d x %d process(es) x %d accumulation", runtime.device, runtime.amp_dtype, len(train_dataset),
+                num_epochs, total_steps, steps_per_epoch, args.per_device_train_batch_size, runtime.world_size,
+                args.gradient_accumulation_steps)
     progress = tqdm(total=total_steps, initial=position.global_step, desc="training",
                     disable=not runtime.is_main or args.disable_tqdm, dynamic_ncols=True)
     logged = _RunningSums(runtime.device)
@@ -381,8 +380,11 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
     while position.global_step < total_steps and position.epoch < num_epochs:
         plan = epoch_batches(len(train_dataset), args.per_device_train_batch_size, seed=args.seed,
                              epoch=position.epoch, world_size=runtime.world_size, rank=runtime.rank)
+        # A generator of its own: creating the iterator then draws nothing from the global RNG,
+        # whose state (dropout, sub-teacher masks) checkpoints restore exactly.
         loader = DataLoader(train_dataset, batch_sampler=plan[position.batches_done:], collate_fn=collate_fn,
-                            num_workers=args.dataloader_num_workers, pin_memory=runtime.device.type == "cuda")
+                            num_workers=args.dataloader_num_workers, pin_memory=runtime.device.type == "cuda",
+                            generator=torch.Generator())
         for batch_index, batch in enumerate(loader, start=position.batches_done):
             batch = move_to_device(batch, runtime.device)
             updates = (batch_index + 1) % accumulation == 0 or batch_index + 1 == len(plan)
@@ -415,12 +417,12 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
                 total_loss += means["loss"] * count
                 total_count += count
                 progress.set_postfix(loss=f"{means['loss']:.4f}")
-            elif step % 10 == 0 and not progress.disable:
-                progress.set_postfix(loss=f"{logged.peek_loss():.4f}")
                 if writer is not None:
                     writer.add_scalar("train/learning_rate", scheduler.get_last_lr()[0], step)
                     for name, value in means.items():
                         writer.add_scalar(f"train/{name}", value, step)
+            elif step % 10 == 0 and not progress.disable:
+                progress.set_postfix(loss=f"{logged.peek_loss():.4f}")
             if evaluate is not None and args.evaluate_during_training and step % args.eval_steps == 0:
                 metrics = evaluate(step)
                 model.train()

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny models and synthetic GLUE data, made offline."""
+
+import pytest
+
+from utils.synthetic_glue import write_synthetic_task
+from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Paths of tiny pre-trained-like models: BERT teachers for 1, 2 and 3 labels and students."""
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "bert": make_tiny_bert(root / "bert"),
+        "distilbert": make_tiny_distilbert(root / "distilbert"),
+        "distilbert_cased": make_tiny_distilbert(root / "distilbert_cased", cased=True),
+        "distilbert_wide": make_tiny_distilbert(root / "distilbert_wide", hidden_size=48),
+    }
+
+
+@pytest.fixture(scope="session")
+def glue_dir(tmp_path_factory):
+    """A glue_data folder with every task in its original format."""
+    root = tmp_path_factory.mktemp("glue_data")
+    for task in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"):
+        write_synthetic_task(root, task)
+    return root
+
+
+def run_main(main, argv):
+    """Run a script's ``main`` in this process; return its exit status (0 when it returns)."""
+    try:
+        main(argv)
+    except SystemExit as stop:
+        return stop.code
+    return 0
