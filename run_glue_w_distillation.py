@@ -50,6 +50,9 @@ def add_distillation_args(parser, task_weight_name):
                        help="divide the correlation by N*d as released (elements) or by N (tokens)")
     add_flag(group, "--omit_teacher_token_type_ids",
              help="give the teacher no token_type_ids, as the released script did (degrades pair tasks)")
+    add_flag(group, "--feed_student_ids_to_teacher",
+             help="give the teacher the student's token ids even when their vocabularies differ, as the "
+                  "released script did (the teacher then reads other tokens than the student)")
     return group
 
 
@@ -73,13 +76,17 @@ def loss_from_args(args):
 def check_pair(args, loss, student, teacher, student_tokenizer, teacher_tokenizer):
     """Refuse a teacher/student pair the feature losses cannot compare; return whether the
     teacher needs its own tokenisation (different vocabulary, logit losses only)."""
-    shares_tokens = same_vocabulary(student_tokenizer, teacher_tokenizer)
+    if args.feed_student_ids_to_teacher and len(student_tokenizer) > teacher.config.vocab_size:
+        raise UserError(f"--feed_student_ids_to_teacher: the student's vocabulary ({len(student_tokenizer)} tokens) "
+                        f"is larger than the teacher's embedding table ({teacher.config.vocab_size})")
+    shares_tokens = args.feed_student_ids_to_teacher or same_vocabulary(student_tokenizer, teacher_tokenizer)
     if loss.uses_features and not shares_tokens:
         raise UserError(
             f"the student {args.student_model_name_or_path} and the teacher {args.teacher_model_name_or_path} "
             "tokenise differently (vocabulary or casing), so their hidden states cannot be compared token by "
             "token for --alpha_corr/--alpha_mse/--alpha_cos: use a student with the teacher's tokenizer (for "
-            "an uncased BERT teacher: distilbert-base-uncased), or set those weights to 0")
+            "an uncased BERT teacher: distilbert-base-uncased), or set those weights to 0 (or pass "
+            "--feed_student_ids_to_teacher to reproduce the released script)")
     if loss.uses_features and hidden_width(student) != hidden_width(teacher):
         raise UserError(f"the student's hidden width ({hidden_width(student)}) differs from the teacher's "
                         f"({hidden_width(teacher)}); the feature losses need equal widths")

@@ -126,6 +126,17 @@ def test_cased_student_with_uncased_teacher_is_refused_with_a_reason(rte_teacher
     assert not (out / "eval_results.json").exists()
 
 
+def test_released_behaviour_feeds_the_student_ids_to_the_teacher(rte_teacher, tiny_models, glue_dir, tmp_path):
+    out = tmp_path / "student"
+    argv = distillation_argv(rte_teacher, tiny_models["distilbert_cased"], out, "--data_dir", str(glue_dir / "RTE"),
+                             "--feed_student_ids_to_teacher", "--max_steps", "2")
+    # the tiny cased vocabulary is larger than the uncased teacher's embedding table
+    assert run_main(run_glue_w_distillation.main, argv) == 2
+    argv = distillation_argv(rte_teacher, tiny_models["distilbert"], out, "--data_dir", str(glue_dir / "RTE"),
+                             "--feed_student_ids_to_teacher", "--max_steps", "2")
+    assert run_main(run_glue_w_distillation.main, argv) == 0
+
+
 def test_cased_student_with_logit_kd_only_tokenises_for_each_model(rte_teacher, tiny_models, glue_dir, tmp_path):
     out = tmp_path / "student"
     argv = distillation_argv(rte_teacher, tiny_models["distilbert_cased"], out, "--data_dir", str(glue_dir / "RTE"),
