@@ -38,15 +38,27 @@ def load_config(name_or_path, *, what="model", cache_dir=None):
     return _load(AutoConfig, name_or_path, f"{what} config", cache_dir=cache_dir)
 
 
-def load_classifier(name_or_path, task, *, what="model", cache_dir=None, keep_head=False):
+def is_sequence_classifier(config):
+    """Whether a checkpoint was saved as a sequence classifier (it then has a trained head)."""
+    return any(name.endswith("ForSequenceClassification") for name in (config.architectures or []))
+
+
+def load_classifier(name_or_path, task, *, what="model", cache_dir=None, keep_head=False, num_layers=None):
     """A sequence classifier for ``task`` (a ``GlueTask``-like object with ``label_names``,
     ``num_labels`` and ``is_regression``).
 
     A plain pre-trained model gets a new head with the task's labels (a head of another size
     in the checkpoint is replaced). With ``keep_head`` (a fine-tuned teacher) the checkpoint's
-    head is kept and must have the task's label count.
+    head is kept and must have the task's label count. ``num_layers`` keeps the checkpoint's
+    first layers only.
     """
     config = load_config(name_or_path, what=what, cache_dir=cache_dir)
+    if num_layers is not None:
+        layers_key = "n_layers" if hasattr(config, "n_layers") else "num_hidden_layers"
+        if not 1 <= num_layers <= getattr(config, layers_key):
+            raise UserError(f"--num_layers {num_layers}: the {what} {name_or_path} has "
+                            f"{getattr(config, layers_key)} layers")
+        setattr(config, layers_key, num_layers)
     if keep_head:
         if config.num_labels != task.num_labels:
             raise UserError(f"the {what} {name_or_path} has {config.num_labels} output label(s) but task "

@@ -6,6 +6,7 @@ from pathlib import Path
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    BertModel,
     BertTokenizer,
     DistilBertConfig,
     DistilBertForSequenceClassification,
@@ -34,8 +35,9 @@ def save_tokenizer(directory, cased=False):
 
 
 def make_tiny_bert(directory, num_labels=2, hidden_size=32, num_layers=2, cased=False, seed=0,
-                   hidden_dropout=0.1, attention_dropout=0.1, problem_type=None):
-    """Save a randomly initialised BERT classifier and its tokenizer in ``directory``."""
+                   hidden_dropout=0.1, attention_dropout=0.1, problem_type=None, classifier=True):
+    """Save a randomly initialised BERT classifier (or, with ``classifier=False``, a bare
+    pre-trained-style encoder without a head) and its tokenizer in ``directory``."""
     import torch
 
     directory = Path(directory)
@@ -48,7 +50,7 @@ def make_tiny_bert(directory, num_labels=2, hidden_size=32, num_layers=2, cased=
         attention_probs_dropout_prob=attention_dropout, problem_type=problem_type,
     )
     torch.manual_seed(seed)
-    BertForSequenceClassification(config).save_pretrained(directory)
+    (BertForSequenceClassification if classifier else BertModel)(config).save_pretrained(directory)
     return directory
 
 

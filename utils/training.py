@@ -202,7 +202,7 @@ def predict(forward, dataset, collate_fn, batch_size, runtime, desc="predicting"
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn,
                         pin_memory=runtime.device.type == "cuda", generator=torch.Generator())
     outputs = []
-    for batch in tqdm(loader, desc=desc, disable=not runtime.is_main, leave=False):
+    for batch in tqdm(loader, desc=desc, disable=None if runtime.is_main else True, leave=False):
         with runtime.autocast():
             outputs.append(forward(move_to_device(batch, runtime.device)).float().cpu())
     local = torch.cat(outputs).numpy() if outputs else np.zeros((0,), dtype=np.float32)
@@ -334,21 +334,27 @@ def schedule_length(num_batches, args):
     return steps_per_epoch, total, math.ceil(args.num_train_epochs)
 
 
+def planned_steps(num_examples, args, runtime):
+    """(optimizer steps per epoch, total optimizer steps, number of epochs) of a training set."""
+    batches = epoch_batches(num_examples, args.per_device_train_batch_size, seed=args.seed, epoch=0,
+                            world_size=runtime.world_size, rank=runtime.rank)
+    return schedule_length(len(batches), args)
+
+
 def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, tokenizer=None,
-          evaluate=None, extra_components=None, resume_from=None, on_step_end=None):
+          evaluate=None, extra_components=None, resume_from=None, optimizer=None):
     """Train ``model`` (its parameters with requires_grad) and return a ``TrainResult``.
 
     ``compute_loss(model, batch) -> (loss, terms)``: the scalar loss of one micro-batch and a
     dict of detached tensors to log. ``evaluate(global_step) -> dict`` runs every
     ``--eval_steps`` steps with ``--evaluate_during_training``. ``extra_components`` are saved
     in and restored from checkpoints with the optimizer (a method's second model or optimizer).
+    ``optimizer`` defaults to ``make_optimizer(model, args)``.
     """
     model.to(runtime.device)
     model.train()
-    optimizer = make_optimizer(model, args)
-    probe = epoch_batches(len(train_dataset), args.per_device_train_batch_size, seed=args.seed, epoch=0,
-                          world_size=runtime.world_size, rank=runtime.rank)
-    steps_per_epoch, total_steps, num_epochs = schedule_length(len(probe), args)
+    optimizer = optimizer or make_optimizer(model, args)
+    steps_per_epoch, total_steps, num_epochs = planned_steps(len(train_dataset), args, runtime)
     warmup = args.warmup_steps or math.ceil(args.warmup_ratio * total_steps)
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
                               num_training_steps=total_steps)
@@ -408,8 +414,6 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
             if position.batches_done == len(plan):
                 position.epoch, position.batches_done = position.epoch + 1, 0
             progress.update(1)
-            if on_step_end is not None:
-                on_step_end(position.global_step)
 
             step = position.global_step
             if step % args.logging_steps == 0 or step == total_steps or (args.save_steps and step % args.save_steps == 0):
