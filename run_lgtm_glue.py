@@ -33,8 +33,7 @@ from utils.glue import (
     labelled_features,
     load_eval_sets,
     load_examples,
-    load_test_sets,
-    write_test_predictions,
+    predict_test_sets,
 )
 from utils.lgtm import lgtm_student_loss, lgtm_teacher_grads, lgtm_teacher_loss
 from utils.models import (
@@ -266,11 +265,7 @@ def main(argv=None):
         if args.do_train and eval_sets:
             student = load_classifier(args.output_dir, task, what="best student", keep_head=True).to(runtime.device)
         student.eval()
-        test_sets = load_test_sets(args, tokenizer)
-        if not test_sets:
-            raise UserError(f"no test data for {task.name}: --do_predict needs the test split")
-        write_test_predictions(logits_of(student), task, test_sets, collate, args.per_device_eval_batch_size,
-                               runtime, args.output_dir)
+        predict_test_sets(args, runtime, logits_of(student), collate, tokenizer)
 
 
 def train_lgtm(args, runtime, student, teacher, tokenizer, collate, eval_sets, evaluate_model, resume):

@@ -75,6 +75,9 @@ def test_teacher_seed_command_on_each_task(task_name, tiny_models, glue_dir, tmp
         assert lines[0] == "index\tprediction"
         indices = [example["idx"] for example in read_glue_tsv(task, glue_dir, split)]
         assert [int(line.split("\t")[0]) for line in lines[1:]] == indices
+    if task.name == "mnli":
+        diagnostic = (out / "AX.tsv").read_text().splitlines()
+        assert len(diagnostic) == 17 and diagnostic[1].split("\t")[1] in {"entailment", "neutral", "contradiction"}
 
 
 def test_teacher_learns_the_synthetic_rule(tiny_models, glue_dir, tmp_path):

@@ -7,7 +7,14 @@ import numpy as np
 
 from utils.errors import UserError
 from utils.features import tokenize_examples
-from utils.glue_data import get_task, load_glue_split, submission_file_names, write_glue_submission
+from utils.glue_data import (
+    GLUE_DIAGNOSTIC,
+    get_task,
+    load_glue_diagnostic,
+    load_glue_split,
+    submission_file_names,
+    write_glue_submission,
+)
 from utils.metrics import glue_metrics
 from utils.training import predict, write_json
 
@@ -93,9 +100,28 @@ def write_results(args, runtime, evaluate, forward, eval_sets, collate_fn, token
             write_json(Path(args.output_dir) / "eval_results.json", metrics)
             logger.info("dev results: %s", metrics)
     if args.do_predict:
-        test_sets = load_test_sets(args, tokenizer, teacher_tokenizer)
-        write_test_predictions(forward, args.task_name, test_sets, collate_fn, args.per_device_eval_batch_size,
-                               runtime, args.output_dir)
+        predict_test_sets(args, runtime, forward, collate_fn, tokenizer, teacher_tokenizer)
+
+
+def predict_test_sets(args, runtime, forward, collate_fn, tokenizer, teacher_tokenizer=None):
+    """Write the GLUE server's files for the task's test splits (and, for MNLI, the diagnostic
+    set ``AX.tsv`` when it can be found)."""
+    test_sets = load_test_sets(args, tokenizer, teacher_tokenizer)
+    if not test_sets:
+        raise UserError(f"no test data for {args.task_name.name}: --do_predict needs its test split")
+    write_test_predictions(forward, args.task_name, test_sets, collate_fn, args.per_device_eval_batch_size,
+                           runtime, args.output_dir)
+    if args.task_name.name != "mnli":
+        return
+    try:
+        examples = load_glue_diagnostic(args.data_dir, args.cache_dir)
+    except UserError as missing:
+        logger.info("AX.tsv not written: %s", missing)
+        return
+    diagnostic = {"test": (build_features(args, tokenizer, examples, teacher_tokenizer),
+                           [example["idx"] for example in examples])}
+    write_test_predictions(forward, GLUE_DIAGNOSTIC, diagnostic, collate_fn, args.per_device_eval_batch_size,
+                           runtime, args.output_dir)
 
 
 def logits_to_predictions(logits, task):

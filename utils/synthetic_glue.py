@@ -86,6 +86,10 @@ def write_synthetic_task(glue_dir, task_name, num_train=64, num_dev=32, num_test
         _write(folder / "dev_mismatched.tsv", MNLI_DEV_HEADER, labelled(num_dev, dev_row))
         _write(folder / "test_matched.tsv", test_header, unlabelled(num_test))
         _write(folder / "test_mismatched.tsv", test_header, unlabelled(num_test))
+        diagnostic = Path(glue_dir) / "diagnostic"
+        diagnostic.mkdir(exist_ok=True)
+        _write(diagnostic / "diagnostic.tsv", ["index", "sentence1", "sentence2"],
+               [[i, a, b] for i, (a, b, _) in enumerate(_pairs(num_test, num_classes, rng))])
     else:
         _write(folder / "dev.tsv", header, labelled(num_dev))
         _write(folder / "test.tsv", test_header, unlabelled(num_test))
