@@ -1,0 +1,225 @@
+"""The LGTM teacher gradient (utils/lgtm.py): the finite difference against the exact mixed
+derivative, the Adam look-ahead against a real AdamW step, the efficient gradient against the
+released recipe, and the student left exactly as it was."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+)
+
+from benchmarks.lgtm_step import released_lgtm_teacher_grads
+from utils.lgtm import (
+    adam_lookahead,
+    finite_difference_influence,
+    forward,
+    lgtm_student_loss,
+    lgtm_teacher_grads,
+)
+
+VOCAB_SIZE, NUM_LABELS = 60, 3
+HYPER_PARAMETERS = {"alpha_kd": 0.7, "t_alpha_kd": 0.4, "temperature": 2.0}
+
+
+def tiny_bert(num_layers=2, seed=0, dtype=torch.float32):
+    """A BERT classifier without dropout."""
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=16, num_hidden_layers=num_layers, num_attention_heads=2,
+        intermediate_size=32, num_labels=NUM_LABELS, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, attn_implementation="eager",
+    )
+    return BertForSequenceClassification(config).to(dtype)
+
+
+def tiny_distilbert(seed=1):
+    """A DistilBERT classifier without dropout."""
+    torch.manual_seed(seed)
+    config = DistilBertConfig(
+        vocab_size=VOCAB_SIZE, dim=16, n_layers=2, n_heads=2, hidden_dim=32, num_labels=NUM_LABELS,
+        dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0,
+    )
+    return DistilBertForSequenceClassification(config)
+
+
+def random_batch(seed, batch_size=4, length=10):
+    """Random ids with padding at the end of each sequence, two segments, random labels."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(length // 2, length + 1, (batch_size, 1), generator=generator)
+    attention_mask = (torch.arange(length) < lengths).long()
+    return {
+        "input_ids": attention_mask * torch.randint(1, VOCAB_SIZE, (batch_size, length),
+                                                    generator=generator),
+        "attention_mask": attention_mask,
+        "token_type_ids": (torch.arange(length) >= length // 2).long() * attention_mask,
+        "labels": torch.randint(0, NUM_LABELS, (batch_size,), generator=generator),
+    }
+
+
+def trained_optimizer(student, teacher, steps=3, weight_decay=0.0):
+    """AdamW over two parameter groups (different learning rates), ``steps`` steps in."""
+    params = list(student.parameters())
+    optimizer = torch.optim.AdamW([{"params": params[:3], "lr": 2e-2}, {"params": params[3:]}],
+                                  lr=1e-2, weight_decay=weight_decay)
+    for step in range(steps):
+        batch = random_batch(100 + step)
+        with torch.no_grad():
+            teacher_logits = forward(teacher, batch).logits
+        student_out = forward(student, batch)
+        lgtm_student_loss(student_out.logits, teacher_logits, student_out.loss,
+                          alpha_kd=0.5, temperature=1.0).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return optimizer
+
+
+def relative_error(actual, expected):
+    difference = torch.cat([(a - e).flatten() for a, e in zip(actual, expected)])
+    return float(difference.norm() / torch.cat([e.flatten() for e in expected]).norm())
+
+
+def exact_influence(teacher, student, batch, direction, *, t_alpha_kd, temperature):
+    """``h = grad_phi [(grad_theta L_T(phi, theta)) . v]`` by double backward: the limit of the
+    finite difference as eps -> 0 (the mixed second derivative of L_T along v)."""
+    teacher_out, student_logits = forward(teacher, batch), forward(student, batch).logits
+    student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_out.logits / temperature, dim=-1)
+    kd = (student_log_probs.exp() * (student_log_probs - teacher_log_probs)).sum(-1).mean()
+    teacher_loss = t_alpha_kd * kd + (1 - t_alpha_kd) * teacher_out.loss
+    student_params = dict(student.named_parameters())
+    student_grads = torch.autograd.grad(teacher_loss, [student_params[name] for name in direction],
+                                        create_graph=True)
+    along_direction = sum((grad * v).sum() for grad, v in zip(student_grads, direction.values()))
+    return torch.autograd.grad(along_direction, list(teacher.parameters()))
+
+
+def test_finite_difference_influence_converges_to_the_mixed_second_derivative():
+    teacher = tiny_bert(seed=0, dtype=torch.float64).eval()
+    student = tiny_bert(1, seed=1, dtype=torch.float64).eval()
+    batch = random_batch(0)
+    generator = torch.Generator().manual_seed(0)
+    direction = {name: torch.randn(p.shape, generator=generator, dtype=torch.float64)
+                 for name, p in student.named_parameters()}
+    exact = exact_influence(teacher, student, batch, direction, t_alpha_kd=0.4, temperature=2.0)
+    errors = [relative_error(finite_difference_influence(
+        teacher, student, batch, direction, t_alpha_kd=0.4, temperature=2.0, r=r), exact)
+        for r in (1e-1, 1e-2, 1e-3)]
+    assert errors[1] < 1e-3
+    assert errors[1] < errors[0] / 10 and errors[2] < errors[1] / 10
+
+
+@pytest.mark.parametrize("steps_before", [0, 3])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_lookahead_is_one_real_adamw_step(steps_before, weight_decay):
+    teacher, student = tiny_bert(seed=0), tiny_bert(1, seed=1)
+    optimizer = trained_optimizer(student, teacher, steps_before, weight_decay)
+    params = list(student.parameters())
+    generator = torch.Generator().manual_seed(1)
+    grads = [None if index == 5 else torch.randn(p.shape, generator=generator)
+             for index, p in enumerate(params)]
+
+    lookahead = adam_lookahead(params, grads, optimizer)
+
+    stepped_student, stepped_optimizer = copy.deepcopy((student, optimizer))
+    for param, grad in zip(stepped_student.parameters(), grads):
+        param.grad = grad
+    stepped_optimizer.step()
+    for theta_prime, stepped in zip(lookahead, stepped_student.parameters()):
+        assert torch.equal(theta_prime, stepped)
+    assert torch.equal(lookahead[5], params[5])
+    assert not torch.equal(lookahead[0], params[0])
+
+
+@pytest.mark.parametrize("make_student", [lambda: tiny_bert(1, seed=1), tiny_distilbert],
+                         ids=["bert", "distilbert"])
+def test_efficient_gradient_equals_the_released_recipe(make_student):
+    teacher, student = tiny_bert(seed=0), make_student()
+    optimizer = trained_optimizer(student, teacher)
+    batch, quiz_batch = random_batch(0, batch_size=5), random_batch(1)
+    arguments = (teacher, student, batch, quiz_batch, optimizer)
+
+    efficient = lgtm_teacher_grads(*arguments, **HYPER_PARAMETERS, teacher_lr=0.0)
+    efficient_with_influence = lgtm_teacher_grads(*arguments, **HYPER_PARAMETERS, teacher_lr=1.0)
+    released = released_lgtm_teacher_grads(*arguments, **HYPER_PARAMETERS, teacher_lr=1.0)
+
+    influence = [g - g_lr for g, g_lr in zip(efficient, efficient_with_influence)]
+    released_influence = [g - g_lr for g, g_lr in zip(efficient, released)]
+    assert relative_error(influence, released_influence) < 1e-3
+    assert relative_error(efficient_with_influence, released) < 1e-4
+    assert relative_error(efficient, efficient_with_influence) > 1e-2
+
+
+def snapshot(student, optimizer):
+    """Copies of the student's parameters, grads, optimizer state and hyper-parameters."""
+    return (
+        [p.detach().clone() for p in student.parameters()],
+        [None if p.grad is None else p.grad.clone() for p in student.parameters()],
+        {id(p): {key: value.clone() for key, value in state.items()}
+         for p, state in optimizer.state.items()},
+        [{key: value for key, value in group.items() if key != "params"}
+         for group in optimizer.param_groups],
+    )
+
+
+def assert_bitwise_equal(before, after):
+    params, grads, states, groups = before
+    params_after, grads_after, states_after, groups_after = after
+    assert all(torch.equal(a, b) for a, b in zip(params, params_after))
+    assert [g is None for g in grads] == [g is None for g in grads_after]
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_after) if a is not None)
+    assert states.keys() == states_after.keys()
+    for key, state in states.items():
+        assert state.keys() == states_after[key].keys()
+        assert all(torch.equal(value, states_after[key][name]) for name, value in state.items())
+    assert groups == groups_after
+
+
+def training_flags(*models):
+    return [module.training for model in models for module in model.modules()]
+
+
+@pytest.mark.parametrize("steps_before", [0, 3])
+def test_student_teacher_and_modes_are_left_as_they_were(steps_before):
+    teacher, student = tiny_bert(seed=0), tiny_bert(1, seed=1)
+    optimizer = trained_optimizer(student, teacher, steps_before, weight_decay=0.01)
+    for index, param in enumerate(student.parameters()):
+        param.grad = torch.randn_like(param) if index % 2 else None
+    teacher_grads = [torch.randn_like(p) for p in teacher.parameters()]
+    for param, grad in zip(teacher.parameters(), teacher_grads):
+        param.grad = grad.clone()
+    student.eval()
+    student.classifier.train()
+    teacher.train()
+    teacher.bert.pooler.eval()
+    modes = training_flags(student, teacher)
+    before = snapshot(student, optimizer)
+
+    lgtm_teacher_grads(teacher, student, random_batch(0), random_batch(1), optimizer,
+                       **HYPER_PARAMETERS, teacher_lr=1e-3)
+
+    assert_bitwise_equal(before, snapshot(student, optimizer))
+    assert len(optimizer.state) == (0 if steps_before == 0 else len(list(student.parameters())))
+    assert all(torch.equal(p.grad, g) for p, g in zip(teacher.parameters(), teacher_grads))
+    assert modes == training_flags(student, teacher)
+
+
+def test_gradient_aligns_with_teacher_parameters_and_is_zero_where_frozen():
+    teacher, student = tiny_bert(seed=0), tiny_distilbert()
+    frozen = teacher.bert.embeddings.token_type_embeddings.weight
+    frozen.requires_grad_(False)
+    optimizer = trained_optimizer(student, teacher, steps=1)
+
+    grads = lgtm_teacher_grads(teacher, student, random_batch(0), random_batch(1), optimizer,
+                               **HYPER_PARAMETERS, teacher_lr=1e-3)
+
+    params = list(teacher.parameters())
+    assert len(grads) == len(params)
+    assert all(g is not None and g.shape == p.shape for g, p in zip(grads, params))
+    assert not grads[[p is frozen for p in params].index(True)].any()
+    assert all(g.any() for g, p in zip(grads, params) if p is not frozen)
