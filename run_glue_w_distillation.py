@@ -15,82 +15,15 @@ from pathlib import Path
 
 import torch
 
-from losses import OneToOneLoss
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
-from utils.errors import UserError, exit_on_user_error
+from utils.distillation import add_distillation_args, check_pair, loss_from_args
+from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.glue import add_glue_data_args, evaluate_splits, load_eval_sets, split_features, write_results
-from utils.models import (
-    forward_arguments,
-    hidden_width,
-    label_permutation,
-    load_classifier,
-    load_tokenizer,
-    same_vocabulary,
-)
+from utils.models import forward_arguments, label_permutation, load_classifier, load_tokenizer
 from utils.training import prepare_output_dir, set_seed, setup_runtime, train
 
 logger = logging.getLogger("run_glue_w_distillation")
-
-
-def add_distillation_args(parser, task_weight_name):
-    """The loss options of the one-to-one scripts, with the released defaults."""
-    group = parser.add_argument_group("distillation loss")
-    group.add_argument(f"--{task_weight_name}", type=float, default=0.5, dest="alpha_task",
-                       help="weight of the task loss")
-    group.add_argument("--alpha_ce", type=float, default=0.5, help="weight of the logit KD loss")
-    group.add_argument("--alpha_corr", type=float, default=0.005, help="weight of the cross-correlation loss")
-    group.add_argument("--alpha_mse", type=float, default=0.5, help="weight of the hidden-state MSE loss")
-    group.add_argument("--alpha_cos", type=float, default=0.5, help="weight of the hidden-state cosine loss")
-    group.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of the KD loss")
-    add_flag(group, "--do_mask", help="add the specialised sub-teacher term (a random half of the features)")
-    group.add_argument("--mask_prob", type=float, default=0.5, help="probability of dropping a feature column")
-    group.add_argument("--off_diagonal_weight", type=float, default=5e-3, help="lambda of the off-diagonal term")
-    group.add_argument("--corr_normalizer", choices=["elements", "tokens"], default="elements",
-                       help="divide the correlation by N*d as released (elements) or by N (tokens)")
-    add_flag(group, "--omit_teacher_token_type_ids",
-             help="give the teacher no token_type_ids, as the released script did (degrades pair tasks)")
-    add_flag(group, "--feed_student_ids_to_teacher",
-             help="give the teacher the student's token ids even when their vocabularies differ, as the "
-                  "released script did (the teacher then reads other tokens than the student)")
-    return group
-
-
-def loss_from_args(args):
-    weights = [args.alpha_task, args.alpha_ce, args.alpha_corr, args.alpha_mse, args.alpha_cos]
-    if any(weight < 0 for weight in weights):
-        raise UserError("loss weights must not be negative")
-    if not any(weight > 0 for weight in weights):
-        raise UserError("all loss weights are zero: set at least one of the task weight, --alpha_ce, "
-                        "--alpha_corr, --alpha_mse, --alpha_cos above 0")
-    if not 0 <= args.mask_prob < 1:
-        raise UserError(f"--mask_prob must be in [0, 1), got {args.mask_prob}")
-    if args.temperature <= 0:
-        raise UserError(f"--temperature must be positive, got {args.temperature}")
-    return OneToOneLoss(alpha_task=args.alpha_task, alpha_ce=args.alpha_ce, alpha_corr=args.alpha_corr,
-                        alpha_mse=args.alpha_mse, alpha_cos=args.alpha_cos, temperature=args.temperature,
-                        do_mask=args.do_mask, mask_prob=args.mask_prob,
-                        off_diagonal_weight=args.off_diagonal_weight, normalizer=args.corr_normalizer)
-
-
-def check_pair(args, loss, student, teacher, student_tokenizer, teacher_tokenizer):
-    """Refuse a teacher/student pair the feature losses cannot compare; return whether the
-    teacher needs its own tokenisation (different vocabulary, logit losses only)."""
-    if args.feed_student_ids_to_teacher and len(student_tokenizer) > teacher.config.vocab_size:
-        raise UserError(f"--feed_student_ids_to_teacher: the student's vocabulary ({len(student_tokenizer)} tokens) "
-                        f"is larger than the teacher's embedding table ({teacher.config.vocab_size})")
-    shares_tokens = args.feed_student_ids_to_teacher or same_vocabulary(student_tokenizer, teacher_tokenizer)
-    if loss.uses_features and not shares_tokens:
-        raise UserError(
-            f"the student {args.student_model_name_or_path} and the teacher {args.teacher_model_name_or_path} "
-            "tokenise differently (vocabulary or casing), so their hidden states cannot be compared token by "
-            "token for --alpha_corr/--alpha_mse/--alpha_cos: use a student with the teacher's tokenizer (for "
-            "an uncased BERT teacher: distilbert-base-uncased), or set those weights to 0 (or pass "
-            "--feed_student_ids_to_teacher to reproduce the released script)")
-    if loss.uses_features and hidden_width(student) != hidden_width(teacher):
-        raise UserError(f"the student's hidden width ({hidden_width(student)}) differs from the teacher's "
-                        f"({hidden_width(teacher)}); the feature losses need equal widths")
-    return not shares_tokens
 
 
 def parse_args(argv=None):
@@ -126,7 +59,8 @@ def main(argv=None):
                               keep_head=True)
     student = load_classifier(args.student_model_name_or_path, task, what="student", cache_dir=args.cache_dir,
                               keep_head=not args.do_train)
-    own_teacher_tokens = check_pair(args, loss_fn, student, teacher, tokenizer, teacher_tokenizer)
+    own_teacher_tokens = check_pair(args, loss_fn, student, teacher, tokenizer, teacher_tokenizer,
+                                    args.student_model_name_or_path, args.teacher_model_name_or_path)
     teacher.to(runtime.device).eval().requires_grad_(False)
     student.to(runtime.device)
     teacher_prefix = "teacher_" if own_teacher_tokens else ""
