@@ -68,6 +68,8 @@ def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_step
     add_flag(group, "--fp16", help="float16 mixed precision (CUDA)")
     add_flag(group, "--bf16", help="bfloat16 mixed precision")
     add_flag(group, "--use_cpu", "--no_cuda", help="run on the CPU even when a GPU is present")
+    add_flag(group, "--group_by_length",
+             help="draw each batch from examples of similar length (less padding; changes batch composition)")
     add_flag(group, "--pad_to_max_length",
              help="pad every batch to --max_seq_length as released (default: to the longest in the batch)")
     group.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"])

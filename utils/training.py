@@ -126,37 +126,46 @@ def checkpoints_in(output_dir):
     return [path for _, path in sorted(found)]
 
 
-def prepare_output_dir(args, runtime, finished_marker="eval_results.json"):
-    """Check ``output_dir`` before any work; return the checkpoint to resume from, or None.
+def checkpoint_dir(args):
+    """Where checkpoints and TensorBoard logs go: ``--output_dir_intermed`` where a script has
+    it (the SQuAD and IMDB scripts), else output_dir."""
+    return Path(getattr(args, "output_dir_intermed", None) or args.output_dir)
 
-    A non-empty output_dir is refused unless ``--overwrite_output_dir`` is given (then its old
+
+def _non_empty(directory):
+    return directory.is_dir() and any(directory.iterdir())
+
+
+def prepare_output_dir(args, runtime, finished_marker="eval_results.json"):
+    """Check the output folders before any work; return the checkpoint to resume from, or None.
+
+    A non-empty output folder is refused unless ``--overwrite_output_dir`` is given (then old
     checkpoints are removed so that they are never resumed by mistake) or it holds the
     checkpoints of an unfinished run (then training resumes from the last one).
     """
-    output_dir = Path(args.output_dir)
+    output_dir, work_dir = Path(args.output_dir), checkpoint_dir(args)
+    resume = None
     if args.resume_from_checkpoint:
-        checkpoint = Path(args.resume_from_checkpoint)
-        if not (checkpoint / TRAINING_STATE).is_file():
-            raise UserError(f"--resume_from_checkpoint {checkpoint}: not a checkpoint folder "
+        resume = Path(args.resume_from_checkpoint)
+        if not (resume / TRAINING_STATE).is_file():
+            raise UserError(f"--resume_from_checkpoint {resume}: not a checkpoint folder "
                             f"(no {TRAINING_STATE} in it)")
-        resume = checkpoint
-    elif output_dir.is_dir() and any(output_dir.iterdir()):
-        checkpoints = checkpoints_in(output_dir)
+    elif _non_empty(output_dir) or _non_empty(work_dir):
+        checkpoints = checkpoints_in(work_dir)
         if args.overwrite_output_dir:
-            resume = None
             if runtime.is_main:
                 for checkpoint in checkpoints:
                     shutil.rmtree(checkpoint)
         elif checkpoints and not (output_dir / finished_marker).exists():
             resume = checkpoints[-1]
-            logger.info("resuming the interrupted run in %s from %s", output_dir, resume.name)
+            logger.info("resuming the interrupted run in %s from %s", work_dir, resume.name)
         else:
-            raise UserError(f"output directory {output_dir} is not empty; pass --overwrite_output_dir "
+            busy = output_dir if _non_empty(output_dir) else work_dir
+            raise UserError(f"output directory {busy} is not empty; pass --overwrite_output_dir "
                             "to train again there, or choose another --output_dir")
-    else:
-        resume = None
     if runtime.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
+        work_dir.mkdir(parents=True, exist_ok=True)
     runtime.barrier()
     return resume
 
@@ -164,24 +173,29 @@ def prepare_output_dir(args, runtime, finished_marker="eval_results.json"):
 # --------------------------------------------------------------------------- batches
 
 
-def epoch_batches(num_examples, batch_size, *, seed, epoch, shuffle=True, world_size=1, rank=0):
+def epoch_batches(num_examples, batch_size, *, seed, epoch, shuffle=True, world_size=1, rank=0, lengths=None):
     """This process's batches (lists of example indices) for one epoch.
 
     The order depends only on ``seed`` and ``epoch``, so an interrupted epoch can be replayed
-    and its first batches skipped. Under data parallelism each global batch of
-    ``batch_size * world_size`` examples is split into ``world_size`` contiguous parts; a last
-    global batch smaller than ``world_size`` is topped up from the epoch's start so that every
-    process gets at least one example.
+    and its first batches skipped. With ``lengths`` (one per example) batches are grouped by
+    length: the shuffled order is cut into chunks of 50 global batches, each chunk sorted by
+    length, cut into batches, and the batches shuffled; every example still comes once per
+    epoch. Under data parallelism each global batch of ``batch_size * world_size`` examples is
+    split into ``world_size`` contiguous parts; a last global batch smaller than
+    ``world_size`` is topped up from the epoch's start so that every process gets an example.
     """
-    if shuffle:
-        generator = torch.Generator().manual_seed(seed + epoch)
-        order = torch.randperm(num_examples, generator=generator).tolist()
-    else:
-        order = list(range(num_examples))
+    generator = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(num_examples, generator=generator).tolist() if shuffle else list(range(num_examples))
     global_size = batch_size * world_size
+    if lengths is not None:
+        chunk = 50 * global_size
+        order = [i for start in range(0, num_examples, chunk)
+                 for i in sorted(order[start:start + chunk], key=lambda i: -lengths[i])]
+    global_batches = [order[start:start + global_size] for start in range(0, num_examples, global_size)]
+    if lengths is not None and shuffle:
+        global_batches = [global_batches[i] for i in torch.randperm(len(global_batches), generator=generator)]
     batches = []
-    for start in range(0, num_examples, global_size):
-        batch = order[start:start + global_size]
+    for batch in global_batches:
         if len(batch) < world_size:
             batch = batch + order[:world_size - len(batch)]
         batches.append(batch[rank * len(batch) // world_size:(rank + 1) * len(batch) // world_size])
@@ -341,6 +355,11 @@ def planned_steps(num_examples, args, runtime):
     return schedule_length(len(batches), args)
 
 
+def example_lengths(dataset):
+    """Token counts of the features (their ``input_ids``), for grouping batches by length."""
+    return [len(features["input_ids"]) for features in dataset]
+
+
 def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, tokenizer=None,
           evaluate=None, extra_components=None, resume_from=None, optimizer=None):
     """Train ``model`` (its parameters with requires_grad) and return a ``TrainResult``.
@@ -372,7 +391,7 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
     if runtime.is_main and args.report_to == "tensorboard":
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=str(Path(args.output_dir) / "runs"))
+        writer = SummaryWriter(log_dir=str(checkpoint_dir(args) / "runs"))
     logger.info("training on %s (mixed precision: %s): %d examples, %d epochs, %d optimizer steps (%d per epoch), "
                 "batch %d x %d process(es) x %d accumulation", runtime.device, runtime.amp_dtype, len(train_dataset),
                 num_epochs, total_steps, steps_per_epoch, args.per_device_train_batch_size, runtime.world_size,
@@ -383,9 +402,11 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
     total_loss, total_count = 0.0, 0
     accumulation = args.gradient_accumulation_steps
 
+    lengths = example_lengths(train_dataset) if args.group_by_length else None
     while position.global_step < total_steps and position.epoch < num_epochs:
         plan = epoch_batches(len(train_dataset), args.per_device_train_batch_size, seed=args.seed,
-                             epoch=position.epoch, world_size=runtime.world_size, rank=runtime.rank)
+                             epoch=position.epoch, world_size=runtime.world_size, rank=runtime.rank,
+                             lengths=lengths)
         # A generator of its own: creating the iterator then draws nothing from the global RNG,
         # whose state (dropout, sub-teacher masks) checkpoints restore exactly.
         loader = DataLoader(train_dataset, batch_sampler=plan[position.batches_done:], collate_fn=collate_fn,
@@ -434,7 +455,8 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
                     for name, value in metrics.items():
                         writer.add_scalar(f"eval/{name}", value, step)
             if args.save_steps and args.save_steps > 0 and step % args.save_steps == 0 and step < total_steps:
-                save_checkpoint(args.output_dir, position, model, tokenizer, components, runtime, args.save_total_limit)
+                save_checkpoint(checkpoint_dir(args), position, model, tokenizer, components, runtime,
+                                args.save_total_limit)
             if step >= total_steps:
                 break
     progress.close()
