@@ -6,16 +6,16 @@ Reads the SST-2 training sentences, trains a WordPiece vocabulary on them (so to
 realistic without downloading a tokenizer), builds a randomly initialised BERT teacher and
 DistilBERT student, and times full distillation steps (student forward, teacher forward,
 the paper's loss, backward, AdamW step) on the same random batches, padded to the longest
-sentence of each batch or to 128 tokens. Prints examples/s, real tokens/s, the share of the
-step spent in the loss terms (the step with the paper's loss against the same step with the
-task loss alone), and peak memory (CUDA: max allocated; CPU: peak resident set size of a
-process that runs only that configuration).
+sentence of each batch or to 128 tokens, the configurations taking turns step by step. Prints
+examples/s, real tokens/s, the share of the step spent in the loss terms (the step with the
+paper's loss against the same step with the task loss alone), and peak memory (CUDA: max
+allocated; CPU: peak resident set size of a process that runs only that configuration).
 """
 
 import argparse
-import json
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +30,7 @@ from utils.features import PadCollator, model_inputs, tokenize_examples  # noqa:
 from utils.glue_data import read_glue_tsv  # noqa: E402
 from utils.models import forward_arguments  # noqa: E402
 
+PADDINGS = ("dynamic", "pad to 128")
 PAPER_LOSS = dict(alpha_task=0.5, alpha_ce=0.0, alpha_corr=0.005, alpha_mse=0.0, alpha_cos=0.0, do_mask=True)
 
 
@@ -47,7 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # one configuration, in a child process
+    parser.add_argument("--memory_of", default=None, help=argparse.SUPPRESS)  # a child measuring peak memory
     return parser.parse_args(argv)
 
 
@@ -74,36 +75,35 @@ def build_models(args, vocab_size, device):
     return teacher.to(device).eval().requires_grad_(False), student.to(device).train()
 
 
-def run_configuration(args, padding, loss_name):
-    """Time ``args.steps`` distillation steps; return the figures as a dict."""
+def prepare(args):
+    """Tokenizer, models, one optimizer per loss, and the same random batches in both paddings."""
     device = torch.device(args.device)
     examples = read_glue_tsv("sst2", args.sst2_dir, "train")
     tokenizer = build_tokenizer([example["text_a"] for example in examples], args.vocab_size)
     teacher, student = build_models(args, len(tokenizer), device)
     rng = random.Random(0)
-    total = args.warmup + args.steps
-    chosen = [rng.sample(range(len(examples)), args.batch_size) for _ in range(total)]
-    features = tokenize_examples(tokenizer, [examples[i] for batch in chosen for i in batch], args.max_seq_length)
-    for feature, index in zip(features, (i for batch in chosen for i in batch)):
+    chosen = [rng.sample(range(len(examples)), args.batch_size) for _ in range(args.warmup + args.steps)]
+    flat = [i for batch in chosen for i in batch]
+    features = tokenize_examples(tokenizer, [examples[i] for i in flat], args.max_seq_length)
+    for feature, index in zip(features, flat):
         feature["labels"] = examples[index]["label"]
-    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, padding == "pad to 128")
-    batches = [collate(features[b * args.batch_size:(b + 1) * args.batch_size]) for b in range(total)]
+    batches = {}
+    for padding in PADDINGS:
+        collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, padding == "pad to 128")
+        batches[padding] = [collate(features[b * args.batch_size:(b + 1) * args.batch_size])
+                            for b in range(len(chosen))]
+    return device, teacher, student, batches
+
+
+def make_step(args, device, teacher, student, loss_name):
+    """One full distillation step on a batch; returns the number of real tokens."""
     loss_fn = OneToOneLoss(**PAPER_LOSS) if loss_name == "paper" else OneToOneLoss(alpha_task=1.0)
     optimizer = torch.optim.AdamW(student.parameters(), lr=5e-5)
     student_args, teacher_args = forward_arguments(student), forward_arguments(teacher)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
 
-    def synchronize():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    real_tokens, elapsed = 0, 0.0
-    for step, batch in enumerate(batches):
+    def step(batch):
         batch = {key: value.to(device) for key, value in batch.items()}
-        synchronize()
-        start = time.perf_counter()
         with autocast:
             outputs = student(**model_inputs(batch, student_args), labels=batch["labels"], output_hidden_states=True)
             with torch.no_grad():
@@ -113,48 +113,71 @@ def run_configuration(args, padding, loss_name):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        synchronize()
-        if step >= args.warmup:
-            elapsed += time.perf_counter() - start
-            real_tokens += int(batch["attention_mask"].sum())
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"padding": padding, "loss": loss_name, "seconds_per_step": elapsed / args.steps,
-            "examples_per_s": args.steps * args.batch_size / elapsed, "real_tokens_per_s": real_tokens / elapsed,
-            "mean_real_tokens": real_tokens / (args.steps * args.batch_size), "peak_memory_gb": peak / 1e9}
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return step
+
+
+def peak_memory(args, padding):
+    """Peak memory of paper-loss steps at one padding: CUDA max allocated, or on the CPU the
+    peak resident set size of a child process that runs only those steps."""
+    if args.device.startswith("cuda"):
+        device, teacher, student, batches = prepare(args)
+        step = make_step(args, device, teacher, student, "paper")
+        torch.cuda.reset_peak_memory_stats()
+        for batch in batches[padding][:3]:
+            step(batch)
+        return torch.cuda.max_memory_allocated() / 1e9
+    child = [sys.executable, __file__, "--sst2_dir", args.sst2_dir, "--batch_size", str(args.batch_size),
+             "--steps", "1", "--warmup", "1", "--hidden", str(args.hidden), "--heads", str(args.heads),
+             "--teacher_layers", str(args.teacher_layers), "--student_layers", str(args.student_layers),
+             "--vocab_size", str(args.vocab_size), "--device", args.device, "--memory_of", padding]
+    done = subprocess.run(child + (["--bf16"] if args.bf16 else []), capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"the memory run ({padding}) failed:\n{done.stderr[-2000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.only:
-        padding, loss_name = args.only.split("|")
-        print(json.dumps(run_configuration(args, padding, loss_name)))
+    if args.memory_of:
+        device, teacher, student, batches = prepare(args)
+        step = make_step(args, device, teacher, student, "paper")
+        for batch in batches[args.memory_of]:
+            step(batch)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9)
         return
-    rows = []
-    for padding in ("dynamic", "pad to 128"):
-        for loss_name in ("paper", "task only"):
-            child = list(argv if argv is not None else sys.argv[1:])
-            done = subprocess.run([sys.executable, __file__, *child, "--only", f"{padding}|{loss_name}"],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"the {padding} / {loss_name} run failed:\n{done.stderr[-2000:]}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    by_key = {(row["padding"], row["loss"]): row for row in rows}
+    # measured first: a child started by a large parent would inherit the parent's peak RSS
+    peaks = {padding: peak_memory(args, padding) for padding in PADDINGS}
+    device, teacher, student, batches = prepare(args)
+    configurations = [(padding, loss_name) for padding in PADDINGS for loss_name in ("paper", "task only")]
+    steps = {config: make_step(args, device, teacher, student, config[1]) for config in configurations}
+    times = {config: [] for config in configurations}
+    # the configurations take turns, step by step, so that a busy machine slows them alike
+    for index in range(args.warmup + args.steps):
+        for config in configurations:
+            start = time.perf_counter()
+            steps[config](batches[config[0]][index])
+            if index >= args.warmup:
+                times[config].append(time.perf_counter() - start)
+    seconds = {config: statistics.median(values) for config, values in times.items()}
+    real_tokens = {padding: sum(int(b["attention_mask"].sum()) for b in batches[padding][args.warmup:]) / args.steps
+                   for padding in PADDINGS}
     print(f"one-to-one distillation on SST-2 lengths, device {args.device}, batch {args.batch_size}, "
           f"teacher {args.teacher_layers}x{args.hidden}, student {args.student_layers}x{args.hidden}, "
-          f"loss {PAPER_LOSS}")
+          f"loss {PAPER_LOSS}; median of {args.steps} steps after {args.warmup}, configurations interleaved")
     print(f"{'padding':<11} {'examples/s':>10} {'real tok/s':>10} {'s/step':>7} {'loss terms':>10} {'peak GB':>8}")
-    for padding in ("dynamic", "pad to 128"):
-        paper, task_only = by_key[(padding, "paper")], by_key[(padding, "task only")]
-        share = max(0.0, 1 - task_only["seconds_per_step"] / paper["seconds_per_step"])
-        print(f"{padding:<11} {paper['examples_per_s']:>10.1f} {paper['real_tokens_per_s']:>10.0f} "
-              f"{paper['seconds_per_step']:>7.3f} {share:>9.1%} {paper['peak_memory_gb']:>8.2f}")
-    speedup = by_key[("dynamic", "paper")]["examples_per_s"] / by_key[("pad to 128", "paper")]["examples_per_s"]
+    for padding in PADDINGS:
+        paper, task_only = seconds[(padding, "paper")], seconds[(padding, "task only")]
+        print(f"{padding:<11} {args.batch_size / paper:>10.1f} {real_tokens[padding] / paper:>10.0f} {paper:>7.3f} "
+              f"{max(0.0, 1 - task_only / paper):>9.1%} {peaks[padding]:>8.2f}")
+    speedup = seconds[("pad to 128", "paper")] / seconds[("dynamic", "paper")]
     print(f"dynamic padding / padding to 128: {speedup:.2f}x examples/s; "
-          f"mean real tokens per sentence {by_key[('dynamic', 'paper')]['mean_real_tokens']:.1f}")
+          f"mean real tokens per sentence {real_tokens['dynamic'] / args.batch_size:.1f}")
     print("loss terms: 1 - (step with the task loss only) / (step with the paper's loss), same batches; "
           "peak memory: " + ("torch.cuda.max_memory_allocated" if args.device.startswith("cuda")
-                             else "peak RSS of a process running only that configuration"))
+                             else "peak RSS of a process running only paper-loss steps at that padding"))
 
 
 if __name__ == "__main__":
