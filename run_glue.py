@@ -11,14 +11,13 @@ server's test prediction files.
 """
 
 import logging
-from pathlib import Path
 
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
 from utils.errors import UserError, exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.glue import add_glue_data_args, evaluate_splits, load_eval_sets, split_features, write_results
 from utils.models import forward_arguments, load_classifier, load_tokenizer
-from utils.training import prepare_output_dir, set_seed, setup_runtime, train
+from utils.training import start_run, train
 
 logger = logging.getLogger("run_glue")
 
@@ -46,10 +45,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     task = args.task_name
-    runtime = setup_runtime(args)
-    resume = prepare_output_dir(args, runtime) if args.do_train else None
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    set_seed(args.seed)
+    runtime, resume = start_run(args)
 
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, cache_dir=args.cache_dir,
                                do_lower_case=args.do_lower_case)

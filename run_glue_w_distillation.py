@@ -11,17 +11,19 @@ writes ``eval_results.json``.
 """
 
 import logging
-from pathlib import Path
-
-import torch
 
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
-from utils.distillation import add_distillation_args, check_pair, loss_from_args
+from utils.distillation import (
+    add_distillation_args,
+    classifier_distillation_loss,
+    load_student_and_teacher,
+    loss_from_args,
+)
 from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.glue import add_glue_data_args, evaluate_splits, load_eval_sets, split_features, write_results
-from utils.models import forward_arguments, label_permutation, load_classifier, load_tokenizer
-from utils.training import prepare_output_dir, set_seed, setup_runtime, train
+from utils.models import forward_arguments
+from utils.training import start_run, train
 
 logger = logging.getLogger("run_glue_w_distillation")
 
@@ -47,32 +49,12 @@ def main(argv=None):
     args = parse_args(argv)
     task = args.task_name
     loss_fn = loss_from_args(args)
-    runtime = setup_runtime(args)
-    resume = prepare_output_dir(args, runtime) if args.do_train else None
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    set_seed(args.seed)
+    runtime, resume = start_run(args)
 
-    tokenizer = load_tokenizer(args.student_model_name_or_path, what="student", cache_dir=args.cache_dir,
-                               do_lower_case=args.do_lower_case)
-    teacher_tokenizer = load_tokenizer(args.teacher_model_name_or_path, what="teacher", cache_dir=args.cache_dir)
-    teacher = load_classifier(args.teacher_model_name_or_path, task, what="teacher", cache_dir=args.cache_dir,
-                              keep_head=True)
-    student = load_classifier(args.student_model_name_or_path, task, what="student", cache_dir=args.cache_dir,
-                              keep_head=not args.do_train)
-    own_teacher_tokens = check_pair(args, loss_fn, student, teacher, tokenizer, teacher_tokenizer,
-                                    args.student_model_name_or_path, args.teacher_model_name_or_path)
-    teacher.to(runtime.device).eval().requires_grad_(False)
-    student.to(runtime.device)
-    teacher_prefix = "teacher_" if own_teacher_tokens else ""
-    teacher_accepted = forward_arguments(teacher) - ({"token_type_ids"} if args.omit_teacher_token_type_ids else set())
+    pair = load_student_and_teacher(args, task, loss_fn, runtime.device)
+    student, tokenizer, teacher_tokens = pair.student, pair.tokenizer, pair.teacher_tokenizer
     student_accepted = forward_arguments(student)
-    teacher_order = label_permutation(teacher.config, task)
-    pad_ids = {"": tokenizer.pad_token_id}
-    if own_teacher_tokens:
-        pad_ids["teacher_"] = teacher_tokenizer.pad_token_id
-    collate = PadCollator(pad_ids, args.max_seq_length, args.pad_to_max_length, task.is_regression)
-
-    teacher_tokens = teacher_tokenizer if own_teacher_tokens else None
+    collate = PadCollator(pair.pad_token_ids, args.max_seq_length, args.pad_to_max_length, task.is_regression)
     eval_sets = load_eval_sets(args, tokenizer, teacher_tokens) if args.do_eval else {}
 
     def forward(batch):
@@ -86,24 +68,7 @@ def main(argv=None):
         train_features, _ = split_features(args, "train", args.max_train_samples, tokenizer, teacher_tokens)
         if runtime.is_main:
             save_run_args(args, args.output_dir)
-
-        def compute_loss(model, batch):
-            need_hidden = loss_fn.uses_features
-            outputs = model(**model_inputs(batch, student_accepted), labels=batch["labels"],
-                            output_hidden_states=need_hidden)
-            teacher_logits = teacher_hidden = None
-            if loss_fn.uses_teacher:
-                with torch.no_grad():
-                    teacher_outputs = teacher(**model_inputs(batch, teacher_accepted, teacher_prefix),
-                                              output_hidden_states=need_hidden)
-                teacher_logits = teacher_outputs.logits
-                if teacher_order is not None:
-                    teacher_logits = teacher_logits[:, teacher_order]
-                teacher_hidden = teacher_outputs.hidden_states[-1] if need_hidden else None
-            student_hidden = outputs.hidden_states[-1] if need_hidden else None
-            return loss_fn(outputs.loss, outputs.logits, teacher_logits, student_hidden, teacher_hidden,
-                           batch["attention_mask"])
-
+        compute_loss = classifier_distillation_loss(pair, loss_fn, task, args)
         result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
                        compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate, resume_from=resume)
         if runtime.is_main:

@@ -49,9 +49,7 @@ from utils.training import (
     make_optimizer,
     move_to_device,
     planned_steps,
-    prepare_output_dir,
-    set_seed,
-    setup_runtime,
+    start_run,
     train,
     write_json,
 )
@@ -235,10 +233,7 @@ def make_teacher_step(args, runtime, teacher, student, student_optimizer, quiz_b
 def main(argv=None):
     args = parse_args(argv)
     task = args.task_name
-    runtime = setup_runtime(args)
-    resume = prepare_output_dir(args, runtime) if args.do_train else None
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    set_seed(args.seed)
+    runtime, resume = start_run(args)
 
     tokenizer = load_tokenizer(args.model_name_or_path, what="student", cache_dir=args.cache_dir)
     student, teacher = load_models(args, task, tokenizer)

@@ -72,24 +72,24 @@ def split_features(args, split, limit, tokenizer, teacher_tokenizer=None):
     return build_features(args, tokenizer, examples, teacher_tokenizer), examples
 
 
+def _load_sets(args, splits, limit, key, tokenizer, teacher_tokenizer):
+    """``{split: (features, [example[key], ...])}`` for the non-empty ``splits``."""
+    sets = {}
+    for split in splits:
+        features, examples = split_features(args, split, limit, tokenizer, teacher_tokenizer)
+        if features:
+            sets[split] = (features, [example[key] for example in examples])
+    return sets
+
+
 def load_eval_sets(args, tokenizer, teacher_tokenizer=None):
     """``{split: (features, labels)}`` for the task's dev splits (MNLI: matched and mismatched)."""
-    sets = {}
-    for split in args.task_name.eval_splits:
-        features, examples = split_features(args, split, args.max_eval_samples, tokenizer, teacher_tokenizer)
-        if features:
-            sets[split] = (features, [example["label"] for example in examples])
-    return sets
+    return _load_sets(args, args.task_name.eval_splits, args.max_eval_samples, "label", tokenizer, teacher_tokenizer)
 
 
 def load_test_sets(args, tokenizer, teacher_tokenizer=None):
     """``{split: (features, indices)}`` for the task's test splits."""
-    sets = {}
-    for split in args.task_name.test_splits:
-        features, examples = split_features(args, split, args.max_predict_samples, tokenizer, teacher_tokenizer)
-        if features:
-            sets[split] = (features, [example["idx"] for example in examples])
-    return sets
+    return _load_sets(args, args.task_name.test_splits, args.max_predict_samples, "idx", tokenizer, teacher_tokenizer)
 
 
 def write_results(args, runtime, evaluate, forward, eval_sets, collate_fn, tokenizer, teacher_tokenizer=None):

@@ -103,6 +103,17 @@ def setup_runtime(args):
     return Runtime(device=device, rank=rank, world_size=world_size, amp_dtype=amp_dtype)
 
 
+def start_run(args):
+    """The start of every script: the runtime, the output folders checked (before training),
+    the seed set. Returns ``(runtime, checkpoint to resume from or None)``."""
+    runtime = setup_runtime(args)
+    resume = prepare_output_dir(args, runtime) if args.do_train else None
+    if runtime.is_main:
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    set_seed(args.seed)
+    return runtime, resume
+
+
 def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
