@@ -31,10 +31,15 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_steps=500, save_steps=500):
-    """Options of the shared training loop; defaults are the released script's."""
+def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_steps=500, save_steps=500,
+                      group_by_length=False, output_dir_intermed=False):
+    """Options of the shared training loop; defaults are the released script's. With
+    ``output_dir_intermed`` the script has ``--output_dir_intermed`` (checkpoints and logs apart)."""
     group = parser.add_argument_group("training")
     group.add_argument("--output_dir", required=True, help="where the model, results and checkpoints go")
+    if output_dir_intermed:
+        group.add_argument("--output_dir_intermed", default=None,
+                           help="where checkpoints and TensorBoard logs go (default: output_dir)")
     add_flag(group, "--overwrite_output_dir", help="start afresh in a non-empty output_dir")
     group.add_argument("--resume_from_checkpoint", default=None,
                        help="a checkpoint-N folder to resume from (default: the last one in output_dir)")
@@ -68,8 +73,9 @@ def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_step
     add_flag(group, "--fp16", help="float16 mixed precision (CUDA)")
     add_flag(group, "--bf16", help="bfloat16 mixed precision")
     add_flag(group, "--use_cpu", "--no_cuda", help="run on the CPU even when a GPU is present")
-    add_flag(group, "--group_by_length",
-             help="draw each batch from examples of similar length (less padding; changes batch composition)")
+    add_flag(group, "--group_by_length", default=group_by_length,
+             help="draw each batch from examples of similar length (less padding; changes batch composition; "
+                  f"default {group_by_length})")
     add_flag(group, "--pad_to_max_length",
              help="pad every batch to --max_seq_length as released (default: to the longest in the batch)")
     group.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"])

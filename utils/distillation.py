@@ -1,10 +1,24 @@
 """What the one-to-one distillation scripts (GLUE, SQuAD, IMDB) share: the loss options with
-the released defaults, and the checks that a student and a teacher can be compared."""
+the released defaults, the checks that a student and a teacher can be compared, and (for the
+sequence classifiers of GLUE and IMDB) loading the pair and the loss of one training batch."""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
 
 from losses import OneToOneLoss
 from utils.cli import add_flag
 from utils.errors import UserError
-from utils.models import hidden_width, same_vocabulary
+from utils.features import model_inputs
+from utils.models import (
+    forward_arguments,
+    hidden_width,
+    label_permutation,
+    load_classifier,
+    load_tokenizer,
+    same_vocabulary,
+)
 
 
 def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=0.005, alpha_mse=0.5, alpha_cos=0.5):
@@ -66,3 +80,73 @@ def check_pair(args, loss, student, teacher, student_tokenizer, teacher_tokenize
         raise UserError(f"the student's hidden width ({hidden_width(student)}) differs from the teacher's "
                         f"({hidden_width(teacher)}); the feature losses need equal widths")
     return not shares_tokens
+
+
+@dataclass
+class StudentAndTeacher:
+    """A student classifier, its frozen teacher, and the tokenizers that feed them."""
+
+    student: Any
+    teacher: Any
+    tokenizer: Any  # the student's; the teacher reads the same ids unless teacher_tokenizer is set
+    teacher_tokenizer: Any = None  # the teacher's own, when it tokenises differently (logit KD only)
+
+    @property
+    def pad_token_ids(self):
+        """``PadCollator``'s pad ids: the student's (prefix "") and a teacher's own ("teacher_")."""
+        pad_ids = {"": self.tokenizer.pad_token_id}
+        if self.teacher_tokenizer is not None:
+            pad_ids["teacher_"] = self.teacher_tokenizer.pad_token_id
+        return pad_ids
+
+
+def load_student_and_teacher(args, task, loss, device):
+    """Load ``--student_model_name_or_path`` (with a new head for ``task`` when training) and the
+    fine-tuned ``--teacher_model_name_or_path`` (frozen, in eval mode) on ``device``, with their
+    tokenizers; refuse a pair that ``loss`` cannot compare (``check_pair``)."""
+    tokenizer = load_tokenizer(args.student_model_name_or_path, what="student", cache_dir=args.cache_dir,
+                               do_lower_case=args.do_lower_case)
+    teacher_tokenizer = load_tokenizer(args.teacher_model_name_or_path, what="teacher", cache_dir=args.cache_dir)
+    teacher = load_classifier(args.teacher_model_name_or_path, task, what="teacher", cache_dir=args.cache_dir,
+                              keep_head=True)
+    student = load_classifier(args.student_model_name_or_path, task, what="student", cache_dir=args.cache_dir,
+                              keep_head=not args.do_train)
+    own_teacher_tokens = check_pair(args, loss, student, teacher, tokenizer, teacher_tokenizer,
+                                    args.student_model_name_or_path, args.teacher_model_name_or_path)
+    teacher.to(device).eval().requires_grad_(False)
+    student.to(device)
+    return StudentAndTeacher(student, teacher, tokenizer, teacher_tokenizer if own_teacher_tokens else None)
+
+
+def classifier_distillation_loss(pair, loss, task, args):
+    """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.training.train``.
+
+    The student's forward gives the task loss, its logits and (when a feature loss is on) its
+    last hidden layer; the teacher's forward, without gradients, reads its own tokens when it
+    has them and no ``token_type_ids`` with ``--omit_teacher_token_type_ids``; its logits are
+    put in the task's label order; ``loss`` (a ``OneToOneLoss``) combines them.
+    """
+    teacher = pair.teacher
+    teacher_prefix = "teacher_" if pair.teacher_tokenizer is not None else ""
+    teacher_accepted = forward_arguments(teacher) - ({"token_type_ids"} if args.omit_teacher_token_type_ids else set())
+    student_accepted = forward_arguments(pair.student)
+    teacher_order = label_permutation(teacher.config, task)
+
+    def compute_loss(student, batch):
+        need_hidden = loss.uses_features
+        outputs = student(**model_inputs(batch, student_accepted), labels=batch["labels"],
+                          output_hidden_states=need_hidden)
+        teacher_logits = teacher_hidden = None
+        if loss.uses_teacher:
+            with torch.no_grad():
+                teacher_outputs = teacher(**model_inputs(batch, teacher_accepted, teacher_prefix),
+                                          output_hidden_states=need_hidden)
+            teacher_logits = teacher_outputs.logits
+            if teacher_order is not None:
+                teacher_logits = teacher_logits[:, teacher_order]
+            teacher_hidden = teacher_outputs.hidden_states[-1] if need_hidden else None
+        student_hidden = outputs.hidden_states[-1] if need_hidden else None
+        return loss(outputs.loss, outputs.logits, teacher_logits, student_hidden, teacher_hidden,
+                    batch["attention_mask"])
+
+    return compute_loss

@@ -30,7 +30,8 @@ class PadCollator:
 
     For every prefix (``""`` for the student, ``"teacher_"`` for a teacher with its own
     tokenizer) it pads ``input_ids`` with that tokenizer's pad id and ``token_type_ids`` with 0
-    and adds ``attention_mask``. ``labels`` become a long tensor, or float for regression.
+    and adds ``attention_mask``. ``labels`` become a long tensor, or float for regression; any
+    other integer entry (SQuAD's ``start_positions``/``end_positions``) a long tensor.
     """
 
     def __init__(self, pad_token_ids, max_length=None, pad_to_max_length=False, regression=False):
@@ -48,9 +49,14 @@ class PadCollator:
                 if prefix + key in features[0]:
                     batch[prefix + key] = _pad([feature[prefix + key] for feature in features], width, fill)
             batch[prefix + "attention_mask"] = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
-        if "labels" in features[0]:
-            dtype = torch.float32 if self.regression else torch.long
-            batch["labels"] = torch.tensor([feature["labels"] for feature in features], dtype=dtype)
+        for key, value in features[0].items():
+            if key == "labels":
+                dtype = torch.float32 if self.regression else torch.long
+            elif isinstance(value, int) and not isinstance(value, bool):
+                dtype = torch.long
+            else:
+                continue
+            batch[key] = torch.tensor([feature[key] for feature in features], dtype=dtype)
         return batch
 
 

@@ -4,7 +4,7 @@ import inspect
 import logging
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
 from utils.errors import UserError
 
@@ -73,6 +73,22 @@ def load_classifier(name_or_path, task, *, what="model", cache_dir=None, keep_he
                  ignore_mismatched_sizes=not keep_head)
 
 
+def load_question_answerer(name_or_path, *, what="model", cache_dir=None, keep_head=False):
+    """A span-prediction model (start and end logits per token), as for SQuAD.
+
+    A checkpoint without a question-answering head gets a new one. With ``keep_head`` (a
+    fine-tuned teacher) the checkpoint must have been saved as a question-answering model.
+    """
+    config = load_config(name_or_path, what=what, cache_dir=cache_dir)
+    if keep_head and not any(name.endswith("ForQuestionAnswering") for name in config.architectures or []):
+        saved_as = ", ".join(config.architectures or []) or "no architecture"
+        raise UserError(f"the {what} {name_or_path} is not a question-answering model (saved as {saved_as}): "
+                        f"pass a {what} fine-tuned on SQuAD (run_squad.py)")
+    if not keep_head:
+        config.num_labels = 2  # the head's two outputs: start and end logits
+    return _load(AutoModelForQuestionAnswering, name_or_path, what, config=config, cache_dir=cache_dir)
+
+
 def label_permutation(config, task):
     """Indices that put a fine-tuned model's logits into the task's label order, or None.
 
@@ -100,3 +116,12 @@ def same_vocabulary(first_tokenizer, second_tokenizer):
         return False
     probe = "The Quick brown FOX, naïve café; 1234 tokens!"
     return first_tokenizer(probe)["input_ids"] == second_tokenizer(probe)["input_ids"]
+
+
+def max_input_length(tokenizer, *models):
+    """The most tokens every one of ``models`` can read: their position-embedding tables and the
+    tokenizer's ``model_max_length`` (when the tokenizer sets one)."""
+    limits = [model.config.max_position_embeddings for model in models]
+    if tokenizer.model_max_length < 1_000_000:  # unset: transformers' VERY_LARGE_INTEGER
+        limits.append(tokenizer.model_max_length)
+    return min(limits)

@@ -24,7 +24,8 @@ def tiny_vocab(cased=False):
     letters = string.ascii_letters if cased else string.ascii_lowercase
     chars = list(letters + string.digits + string.punctuation)
     words = WORDS + ([w.capitalize() for w in WORDS] if cased else [])
-    return SPECIAL_TOKENS + chars + ["##" + c for c in letters + string.digits] + words
+    tokens = SPECIAL_TOKENS + chars + ["##" + c for c in letters + string.digits] + words
+    return list(dict.fromkeys(tokens))  # single letters such as "a" are words too: each token once
 
 
 def save_tokenizer(directory, cased=False):
