@@ -1,0 +1,94 @@
+"""Fine-tune a teacher (BERT-base in the paper) on IMDB movie-review sentiment.
+
+    python run_imdb.py --model bert-base-uncased --output_dir ./output --output_dir_intermed ./output_intermed
+
+Trains and evaluates by default (as released): the reviews come from the hub's ``imdb``, an
+aclImdb folder (``--data_dir``) or csv/json files; the fine-tuned model is saved with
+``save_pretrained`` (and its tokenizer) in output_dir, checkpoints and TensorBoard logs go to
+output_dir_intermed, and the test-split accuracy to ``eval_results.json``.
+"""
+
+import logging
+
+from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
+from utils.errors import UserError, exit_on_user_error
+from utils.features import PadCollator, model_inputs
+from utils.imdb import (
+    IMDB,
+    add_imdb_data_args,
+    check_imdb_args,
+    evaluate_accuracy,
+    load_eval_set,
+    load_features,
+    set_max_seq_length,
+    write_eval_results,
+)
+from utils.models import forward_arguments, load_classifier, load_tokenizer
+from utils.training import start_run, train
+
+logger = logging.getLogger("run_imdb")
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model_name_or_path", "--model", required=True, dest="model_name_or_path",
+                        help="hub name or local directory")
+    parser.add_argument("--tokenizer_name", default=None, help="default: the model's tokenizer")
+    add_flag(parser, "--do_lower_case", help="lower-case the text (the uncased models' tokenizers do already)")
+    add_flag(parser, "--do_train", default=True, help="train (default True)")
+    add_flag(parser, "--do_eval", default=True, help="evaluate on the test split (default True)")
+    add_imdb_data_args(parser)
+    add_training_args(parser, batch_size=16, learning_rate=5e-5, epochs=3.0, group_by_length=True,
+                      output_dir_intermed=True)
+    args = parser.parse_args(argv)
+    check_training_args(args)
+    check_imdb_args(args)
+    if not (args.do_train or args.do_eval):
+        raise UserError("nothing to do: --do_train and --do_eval are both False")
+    return args
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(argv)
+    runtime, resume = start_run(args)
+
+    tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, cache_dir=args.cache_dir,
+                               do_lower_case=args.do_lower_case)
+    model = load_classifier(args.model_name_or_path, IMDB, cache_dir=args.cache_dir, keep_head=not args.do_train)
+    model.to(runtime.device)
+    set_max_seq_length(args, tokenizer, model)
+    accepted = forward_arguments(model)
+    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length)
+    eval_set = load_eval_set(args, tokenizer) if args.do_eval else None
+
+    def forward(batch):
+        return model(**model_inputs(batch, accepted)).logits
+
+    def evaluate(step=None):
+        model.eval()
+        return evaluate_accuracy(forward, eval_set, collate, args.per_device_eval_batch_size, runtime)
+
+    if args.do_train:
+        train_features = load_features(args, "train", args.max_train_samples, tokenizer)
+        if runtime.is_main:
+            save_run_args(args, args.output_dir)
+
+        def compute_loss(wrapped_model, batch):
+            outputs = wrapped_model(**model_inputs(batch, accepted), labels=batch["labels"])
+            return outputs.loss, {}
+
+        result = train(args, runtime, model=model, train_dataset=train_features, collate_fn=collate,
+                       compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate if eval_set else None,
+                       resume_from=resume)
+        if runtime.is_main:
+            model.save_pretrained(args.output_dir)
+            tokenizer.save_pretrained(args.output_dir)
+            logger.info("saved the fine-tuned model to %s (train loss %.4f)", args.output_dir, result.train_loss)
+
+    if eval_set:
+        write_eval_results(args, runtime, evaluate())
+
+
+if __name__ == "__main__":
+    main()

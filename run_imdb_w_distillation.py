@@ -1,0 +1,98 @@
+"""Distil a student (DistilBERT in the paper) from a teacher fine-tuned on IMDB with the one-to-one
+mapping (cross-correlation) loss.
+
+    python run_imdb_w_distillation.py --student_model_name_or_path distilbert-base-uncased \
+        --teacher_model_name_or_path ./bert_model_fine_tuned_on_imdb --output_dir ./output \
+        --output_dir_intermed ./output_intermed
+
+Released defaults: --alpha_imdb 0.5, --alpha_corr 0.005, the other loss weights 0. Trains and
+evaluates by default (as released); saves the student with ``save_pretrained`` (and its
+tokenizer) in output_dir, checkpoints and TensorBoard logs in output_dir_intermed, and writes
+the test-split accuracy to ``eval_results.json``.
+"""
+
+import logging
+
+from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
+from utils.distillation import (
+    add_distillation_args,
+    classifier_distillation_loss,
+    load_student_and_teacher,
+    loss_from_args,
+)
+from utils.errors import UserError, exit_on_user_error
+from utils.features import PadCollator, model_inputs
+from utils.imdb import (
+    IMDB,
+    add_imdb_data_args,
+    check_imdb_args,
+    evaluate_accuracy,
+    load_eval_set,
+    load_features,
+    set_max_seq_length,
+    write_eval_results,
+)
+from utils.models import forward_arguments
+from utils.training import start_run, train
+
+logger = logging.getLogger("run_imdb_w_distillation")
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher_model_name_or_path", required=True, help="the teacher fine-tuned on IMDB")
+    parser.add_argument("--student_model_name_or_path", required=True, help="the student's initial weights")
+    add_flag(parser, "--do_lower_case", help="lower-case the text for the student's tokenizer")
+    add_flag(parser, "--do_train", default=True, help="train (default True)")
+    add_flag(parser, "--do_eval", default=True, help="evaluate on the test split (default True)")
+    add_imdb_data_args(parser)
+    add_distillation_args(parser, "alpha_imdb", alpha_ce=0.0, alpha_corr=0.005, alpha_mse=0.0, alpha_cos=0.0)
+    add_training_args(parser, batch_size=16, learning_rate=5e-5, epochs=3.0, group_by_length=True,
+                      output_dir_intermed=True)
+    args = parser.parse_args(argv)
+    check_training_args(args)
+    check_imdb_args(args)
+    if not (args.do_train or args.do_eval):
+        raise UserError("nothing to do: --do_train and --do_eval are both False")
+    return args
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(argv)
+    loss_fn = loss_from_args(args)
+    runtime, resume = start_run(args)
+
+    pair = load_student_and_teacher(args, IMDB, loss_fn, runtime.device)
+    student, tokenizer, teacher_tokens = pair.student, pair.tokenizer, pair.teacher_tokenizer
+    set_max_seq_length(args, tokenizer, student, pair.teacher)
+    student_accepted = forward_arguments(student)
+    collate = PadCollator(pair.pad_token_ids, args.max_seq_length, args.pad_to_max_length)
+    eval_set = load_eval_set(args, tokenizer, teacher_tokens) if args.do_eval else None
+
+    def forward(batch):
+        return student(**model_inputs(batch, student_accepted)).logits
+
+    def evaluate(step=None):
+        student.eval()
+        return evaluate_accuracy(forward, eval_set, collate, args.per_device_eval_batch_size, runtime)
+
+    if args.do_train:
+        train_features = load_features(args, "train", args.max_train_samples, tokenizer, teacher_tokens)
+        if runtime.is_main:
+            save_run_args(args, args.output_dir)
+        compute_loss = classifier_distillation_loss(pair, loss_fn, IMDB, args)
+        result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
+                       compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate if eval_set else None,
+                       resume_from=resume)
+        if runtime.is_main:
+            student.save_pretrained(args.output_dir)
+            tokenizer.save_pretrained(args.output_dir)
+            logger.info("saved the student to %s (train loss %.4f)", args.output_dir, result.train_loss)
+
+    if eval_set:
+        write_eval_results(args, runtime, evaluate())
+
+
+if __name__ == "__main__":
+    main()
