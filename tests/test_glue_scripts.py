@@ -310,3 +310,26 @@ def test_two_processes_match_one_with_the_same_global_batch(rte_teacher, tiny_mo
     for name in reference:
         torch.testing.assert_close(weights[name], reference[name], rtol=1e-4, atol=1e-5)
     assert results(double) == pytest.approx(results(single))
+
+
+def test_teacher_from_csv_and_json_files(tiny_models, glue_dir, tmp_path):
+    examples = read_glue_tsv("rte", glue_dir, "train")
+    rows = ["sentence1,sentence2,label"] + [f"{e['text_a']},{e['text_b']},{['entailment', 'not_entailment'][e['label']]}"
+                                            for e in examples]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    dev = [{"sentence1": e["text_a"], "sentence2": e["text_b"], "label": e["label"]}
+           for e in read_glue_tsv("rte", glue_dir, "validation")[:10]]
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(row) + "\n" for row in dev))
+    out = tmp_path / "teacher"
+    argv = ["--model_name_or_path", str(tiny_models["bert"]), "--task_name", "RTE", "--train_file",
+            str(tmp_path / "train.csv"), "--validation_file", str(tmp_path / "dev.jsonl"), "--do_train",
+            "--max_steps", "2", "--output_dir", str(out)]
+    assert run_main(run_glue.main, argv) == 0
+    assert results(out)["eval_samples"] == 10
+
+
+def test_fp16_on_the_cpu_is_refused_in_one_line(rte_teacher, tiny_models, glue_dir, tmp_path, capsys):
+    argv = distillation_argv(rte_teacher, tiny_models["distilbert"], tmp_path / "s", "--data_dir",
+                             str(glue_dir / "RTE"), "--fp16", "--use_cpu")
+    assert run_main(run_glue_w_distillation.main, argv) == 2
+    assert capsys.readouterr().err.strip() == "error: --fp16 needs a CUDA GPU; on the CPU use --bf16"
