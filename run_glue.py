@@ -15,7 +15,14 @@ import logging
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
 from utils.errors import UserError, exit_on_user_error
 from utils.features import PadCollator, model_inputs
-from utils.glue import add_glue_data_args, evaluate_splits, load_eval_sets, split_features, write_results
+from utils.glue import (
+    add_glue_data_args,
+    evaluate_splits,
+    load_eval_sets,
+    load_prediction_sets,
+    split_features,
+    write_results,
+)
 from utils.models import forward_arguments, load_classifier, load_tokenizer
 from utils.training import start_run, train
 
@@ -55,6 +62,7 @@ def main(argv=None):
     collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length, task.is_regression)
 
     eval_sets = load_eval_sets(args, tokenizer) if args.do_train or args.do_eval else {}
+    prediction_sets = load_prediction_sets(args, tokenizer)
 
     def forward(batch):
         return model(**model_inputs(batch, accepted)).logits
@@ -80,7 +88,7 @@ def main(argv=None):
             logger.info("saved the fine-tuned model to %s (train loss %.4f)", args.output_dir, result.train_loss)
 
     model.eval()
-    write_results(args, runtime, evaluate, forward, eval_sets, collate, tokenizer)
+    write_results(args, runtime, evaluate, forward, eval_sets, prediction_sets, collate)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,14 @@ from utils.distillation import (
 )
 from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
-from utils.glue import add_glue_data_args, evaluate_splits, load_eval_sets, split_features, write_results
+from utils.glue import (
+    add_glue_data_args,
+    evaluate_splits,
+    load_eval_sets,
+    load_prediction_sets,
+    split_features,
+    write_results,
+)
 from utils.models import forward_arguments
 from utils.training import start_run, train
 
@@ -56,6 +63,7 @@ def main(argv=None):
     student_accepted = forward_arguments(student)
     collate = PadCollator(pair.pad_token_ids, args.max_seq_length, args.pad_to_max_length, task.is_regression)
     eval_sets = load_eval_sets(args, tokenizer, teacher_tokens) if args.do_eval else {}
+    prediction_sets = load_prediction_sets(args, tokenizer, teacher_tokens)
 
     def forward(batch):
         return student(**model_inputs(batch, student_accepted)).logits
@@ -77,7 +85,7 @@ def main(argv=None):
             logger.info("saved the student to %s (train loss %.4f)", args.output_dir, result.train_loss)
 
     student.eval()
-    write_results(args, runtime, evaluate, forward, eval_sets, collate, tokenizer, teacher_tokens)
+    write_results(args, runtime, evaluate, forward, eval_sets, prediction_sets, collate)
 
 
 if __name__ == "__main__":

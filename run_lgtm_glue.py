@@ -33,7 +33,8 @@ from utils.glue import (
     labelled_features,
     load_eval_sets,
     load_examples,
-    predict_test_sets,
+    load_prediction_sets,
+    write_results,
 )
 from utils.lgtm import lgtm_student_loss, lgtm_teacher_grads, lgtm_teacher_loss
 from utils.models import (
@@ -240,6 +241,7 @@ def main(argv=None):
     student.to(runtime.device)
     collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length, task.is_regression)
     eval_sets = load_eval_sets(args, tokenizer) if args.do_eval else {}
+    prediction_sets = load_prediction_sets(args, tokenizer)
 
     def logits_of(model):
         accepted = forward_arguments(model)
@@ -260,7 +262,7 @@ def main(argv=None):
         if args.do_train and eval_sets:
             student = load_classifier(args.output_dir, task, what="best student", keep_head=True).to(runtime.device)
         student.eval()
-        predict_test_sets(args, runtime, logits_of(student), collate, tokenizer)
+        write_results(args, runtime, None, logits_of(student), {}, prediction_sets, collate)
 
 
 def train_lgtm(args, runtime, student, teacher, tokenizer, collate, eval_sets, evaluate_model, resume):

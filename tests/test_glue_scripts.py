@@ -333,3 +333,14 @@ def test_fp16_on_the_cpu_is_refused_in_one_line(rte_teacher, tiny_models, glue_d
                              str(glue_dir / "RTE"), "--fp16", "--use_cpu")
     assert run_main(run_glue_w_distillation.main, argv) == 2
     assert capsys.readouterr().err.strip() == "error: --fp16 needs a CUDA GPU; on the CPU use --bf16"
+
+
+def test_missing_test_split_stops_before_training(tiny_models, glue_dir, tmp_path, capsys):
+    data = tmp_path / "RTE"
+    data.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (data / name).write_text((glue_dir / "RTE" / name).read_text())
+    out = tmp_path / "teacher"
+    assert run_main(run_glue.main, teacher_argv(tiny_models["bert"], "rte", data, out, "--do_predict")) == 2
+    assert "test.tsv" in capsys.readouterr().err
+    assert not (out / "model.safetensors").exists() and not list(out.glob("checkpoint-*"))

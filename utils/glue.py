@@ -92,36 +92,37 @@ def load_test_sets(args, tokenizer, teacher_tokenizer=None):
     return _load_sets(args, args.task_name.test_splits, args.max_predict_samples, "idx", tokenizer, teacher_tokenizer)
 
 
-def write_results(args, runtime, evaluate, forward, eval_sets, collate_fn, tokenizer, teacher_tokenizer=None):
-    """After training: dev metrics to ``eval_results.json``; with ``--do_predict`` the test files."""
+def load_prediction_sets(args, tokenizer, teacher_tokenizer=None):
+    """The test sets ``--do_predict`` writes predictions for, loaded before any training so that
+    a missing test file stops the run at once: ``[(task, {split: (features, indices)})]``, with
+    the diagnostic set (``AX.tsv``) for MNLI when it can be found."""
+    if not args.do_predict:
+        return []
+    test_sets = load_test_sets(args, tokenizer, teacher_tokenizer)
+    if not test_sets:
+        raise UserError(f"no test data for {args.task_name.name}: --do_predict needs its test split")
+    prediction_sets = [(args.task_name, test_sets)]
+    if args.task_name.name == "mnli":
+        try:
+            examples = load_glue_diagnostic(args.data_dir, args.cache_dir)
+        except UserError as missing:
+            logger.info("AX.tsv will not be written: %s", missing)
+        else:
+            features = build_features(args, tokenizer, examples, teacher_tokenizer)
+            prediction_sets.append((GLUE_DIAGNOSTIC, {"test": (features, [e["idx"] for e in examples])}))
+    return prediction_sets
+
+
+def write_results(args, runtime, evaluate, forward, eval_sets, prediction_sets, collate_fn):
+    """After training: dev metrics to ``eval_results.json``; the GLUE server's test files."""
     if eval_sets:
         metrics = evaluate()
         if runtime.is_main:
             write_json(Path(args.output_dir) / "eval_results.json", metrics)
             logger.info("dev results: %s", metrics)
-    if args.do_predict:
-        predict_test_sets(args, runtime, forward, collate_fn, tokenizer, teacher_tokenizer)
-
-
-def predict_test_sets(args, runtime, forward, collate_fn, tokenizer, teacher_tokenizer=None):
-    """Write the GLUE server's files for the task's test splits (and, for MNLI, the diagnostic
-    set ``AX.tsv`` when it can be found)."""
-    test_sets = load_test_sets(args, tokenizer, teacher_tokenizer)
-    if not test_sets:
-        raise UserError(f"no test data for {args.task_name.name}: --do_predict needs its test split")
-    write_test_predictions(forward, args.task_name, test_sets, collate_fn, args.per_device_eval_batch_size,
-                           runtime, args.output_dir)
-    if args.task_name.name != "mnli":
-        return
-    try:
-        examples = load_glue_diagnostic(args.data_dir, args.cache_dir)
-    except UserError as missing:
-        logger.info("AX.tsv not written: %s", missing)
-        return
-    diagnostic = {"test": (build_features(args, tokenizer, examples, teacher_tokenizer),
-                           [example["idx"] for example in examples])}
-    write_test_predictions(forward, GLUE_DIAGNOSTIC, diagnostic, collate_fn, args.per_device_eval_batch_size,
-                           runtime, args.output_dir)
+    for task, test_sets in prediction_sets:
+        write_test_predictions(forward, task, test_sets, collate_fn, args.per_device_eval_batch_size, runtime,
+                               args.output_dir)
 
 
 def logits_to_predictions(logits, task):
