@@ -106,3 +106,22 @@ def test_predict_without_test_data_is_refused(encoders, glue_dir, tmp_path, caps
     assert run_main(run_lgtm_glue.main, argv) == 2
     error = capsys.readouterr().err.strip()
     assert "test" in error and len(error.splitlines()) == 1
+
+
+def test_lgtm_in_two_processes(encoders, glue_dir, tmp_path):
+    """torchrun, two CPU processes on gloo: the teachers' gradients are averaged, only the first
+    process logs and writes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "lgtm2"
+    argv = seed_argv(encoders, glue_dir, out, "lgtm", "rte", "--per_device_train_batch_size", "8",
+                     "--save_steps", "0", "--disable_tqdm")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "run_lgtm_glue.py", *argv], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("step 4: student") == 1, "only the first process logs"
+    assert json.loads((out / "eval_results.json").read_text())["eval_samples"] == 32
