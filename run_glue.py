@@ -13,7 +13,7 @@ server's test prediction files.
 import logging
 
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
-from utils.errors import UserError, exit_on_user_error
+from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.glue import (
     add_glue_data_args,
@@ -43,8 +43,6 @@ def parse_args(argv=None):
     add_training_args(parser, batch_size=8, learning_rate=5e-5, epochs=3.0)
     args = parser.parse_args(argv)
     check_training_args(args)
-    if not (args.do_train or args.do_eval or args.do_predict):
-        raise UserError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     return args
 
 

@@ -11,7 +11,7 @@ output_dir_intermed, and the test-split accuracy to ``eval_results.json``.
 import logging
 
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
-from utils.errors import UserError, exit_on_user_error
+from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.imdb import (
     IMDB,
@@ -43,8 +43,6 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     check_training_args(args)
     check_imdb_args(args)
-    if not (args.do_train or args.do_eval):
-        raise UserError("nothing to do: --do_train and --do_eval are both False")
     return args
 
 

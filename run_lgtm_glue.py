@@ -83,8 +83,6 @@ def parse_args(argv=None):
     add_training_args(parser, batch_size=32, learning_rate=3e-5, epochs=6.0)
     args = parser.parse_args(argv)
     check_training_args(args)
-    if not (args.do_train or args.do_eval or args.do_predict):
-        raise UserError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     if args.use_lgtm and not args.train_teacher:
         raise UserError("--use_lgtm updates the teacher: it needs --train_teacher (and, as in the paper, "
                         "--init_classifier_to_zero)")

@@ -12,7 +12,7 @@ and its tokenizer with ``save_pretrained`` in output_dir, writes ``eval_results.
 import logging
 
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
-from utils.errors import UserError, exit_on_user_error
+from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.models import forward_arguments, load_question_answerer, load_tokenizer
 from utils.squad import (
@@ -48,8 +48,6 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     check_training_args(args)
     check_squad_args(args)
-    if not (args.do_train or args.do_eval):
-        raise UserError("nothing to do: --do_train and --do_eval are both False")
     return args
 
 

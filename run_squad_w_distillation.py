@@ -58,8 +58,6 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     check_training_args(args)
     check_squad_args(args)
-    if not (args.do_train or args.do_eval):
-        raise UserError("nothing to do: pass --do_train and/or --do_eval")
     return args
 
 

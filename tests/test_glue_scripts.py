@@ -344,3 +344,9 @@ def test_missing_test_split_stops_before_training(tiny_models, glue_dir, tmp_pat
     assert run_main(run_glue.main, teacher_argv(tiny_models["bert"], "rte", data, out, "--do_predict")) == 2
     assert "test.tsv" in capsys.readouterr().err
     assert not (out / "model.safetensors").exists() and not list(out.glob("checkpoint-*"))
+
+
+def test_nothing_to_do_is_said_in_one_line(capsys):
+    argv = ["--model_name_or_path", "unused", "--task_name", "rte", "--output_dir", "unused"]
+    assert run_main(run_glue.main, argv) == 2
+    assert capsys.readouterr().err.strip() == "error: nothing to do: pass --do_train, --do_eval, --do_predict"

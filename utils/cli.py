@@ -88,6 +88,10 @@ def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_step
 
 
 def check_training_args(args):
+    """Checks shared by every script: something to do, sizes at least 1, one precision."""
+    stages = [name for name in ("do_train", "do_eval", "do_predict") if hasattr(args, name)]
+    if not any(getattr(args, name) for name in stages):
+        raise UserError("nothing to do: pass " + ", ".join(f"--{name}" for name in stages))
     if args.per_device_eval_batch_size is None:
         args.per_device_eval_batch_size = args.per_device_train_batch_size
     if args.eval_steps is None:
