@@ -67,8 +67,11 @@ def sub_teacher_mask(d, p=0.5, generator=None, device=None):
 
 
 def hidden_mse_loss(z_s, z_t):
-    """``mean((z_s - z_t)^2)`` over all elements."""
+    """``mean((z_s - z_t)^2)`` over all elements; 0 when there are none (a sub-teacher mask
+    that dropped every column), not NaN."""
     _check_widths(z_s, z_t)
+    if z_s.numel() == 0:
+        return z_s.float().sum() * 0
     return F.mse_loss(z_s.float(), z_t.float())
 
 

@@ -192,3 +192,12 @@ def test_one_to_one_loss_start_end_logits_are_averaged():
     loss, _ = objective(torch.tensor(0.0), (starts[0], ends[0]), (starts[1], ends[1]), None, None, None)
     expected = (kd_loss(starts[0], starts[1], 2.0) + kd_loss(ends[0], ends[1], 2.0)) / 2
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_a_mask_that_drops_every_column_gives_zero_not_nan():
+    z_s, z_t = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3)
+    nothing = torch.zeros(3, dtype=torch.bool)
+    assert cross_correlation_loss(z_s, z_t, dims=nothing).item() == 0.0
+    loss = hidden_mse_loss(z_s[:, nothing], z_t[:, nothing])
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(z_s.grad).all()
