@@ -18,6 +18,7 @@ from utils.distillation import (
     classifier_distillation_loss,
     load_student_and_teacher,
     loss_from_args,
+    training_teacher,
 )
 from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
@@ -30,6 +31,7 @@ from utils.glue import (
     write_results,
 )
 from utils.models import forward_arguments
+from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.training import start_run, train
 
 logger = logging.getLogger("run_glue_w_distillation")
@@ -45,9 +47,11 @@ def parse_args(argv=None):
     add_flag(parser, "--do_predict", "--do_test", help="write GLUE test predictions")
     add_glue_data_args(parser)
     add_distillation_args(parser, "alpha_glue")
+    add_teacher_cache_args(parser)
     add_training_args(parser, batch_size=16, learning_rate=5e-5, epochs=3.0)
     args = parser.parse_args(argv)
     check_training_args(args)
+    check_teacher_cache_args(args)
     return args
 
 
@@ -76,7 +80,9 @@ def main(argv=None):
         train_features, _ = split_features(args, "train", args.max_train_samples, tokenizer, teacher_tokens)
         if runtime.is_main:
             save_run_args(args, args.output_dir)
-        compute_loss = classifier_distillation_loss(pair, loss_fn, task, args)
+        train_features, teacher_outputs = training_teacher(args, runtime, pair, loss_fn, task, train_features,
+                                                           collate)
+        compute_loss = classifier_distillation_loss(pair, loss_fn, teacher_outputs)
         result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
                        compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate, resume_from=resume)
         if runtime.is_main:

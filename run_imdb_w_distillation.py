@@ -19,8 +19,9 @@ from utils.distillation import (
     classifier_distillation_loss,
     load_student_and_teacher,
     loss_from_args,
+    training_teacher,
 )
-from utils.errors import UserError, exit_on_user_error
+from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.imdb import (
     IMDB,
@@ -33,6 +34,7 @@ from utils.imdb import (
     write_eval_results,
 )
 from utils.models import forward_arguments
+from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.training import start_run, train
 
 logger = logging.getLogger("run_imdb_w_distillation")
@@ -47,13 +49,13 @@ def parse_args(argv=None):
     add_flag(parser, "--do_eval", default=True, help="evaluate on the test split (default True)")
     add_imdb_data_args(parser)
     add_distillation_args(parser, "alpha_imdb", alpha_ce=0.0, alpha_corr=0.005, alpha_mse=0.0, alpha_cos=0.0)
+    add_teacher_cache_args(parser)
     add_training_args(parser, batch_size=16, learning_rate=5e-5, epochs=3.0, group_by_length=True,
                       output_dir_intermed=True)
     args = parser.parse_args(argv)
     check_training_args(args)
+    check_teacher_cache_args(args)
     check_imdb_args(args)
-    if not (args.do_train or args.do_eval):
-        raise UserError("nothing to do: --do_train and --do_eval are both False")
     return args
 
 
@@ -81,7 +83,9 @@ def main(argv=None):
         train_features = load_features(args, "train", args.max_train_samples, tokenizer, teacher_tokens)
         if runtime.is_main:
             save_run_args(args, args.output_dir)
-        compute_loss = classifier_distillation_loss(pair, loss_fn, IMDB, args)
+        train_features, teacher_outputs = training_teacher(args, runtime, pair, loss_fn, IMDB, train_features,
+                                                           collate)
+        compute_loss = classifier_distillation_loss(pair, loss_fn, teacher_outputs)
         result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
                        compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate if eval_set else None,
                        resume_from=resume)

@@ -19,6 +19,7 @@ from utils.models import (
     load_tokenizer,
     same_vocabulary,
 )
+from utils.teacher_cache import TeacherCache, with_example_index
 
 
 def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=0.005, alpha_mse=0.5, alpha_cos=0.5):
@@ -118,34 +119,54 @@ def load_student_and_teacher(args, task, loss, device):
     return StudentAndTeacher(student, teacher, tokenizer, teacher_tokenizer if own_teacher_tokens else None)
 
 
-def classifier_distillation_loss(pair, loss, task, args):
-    """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.training.train``.
-
-    The student's forward gives the task loss, its logits and (when a feature loss is on) its
-    last hidden layer; the teacher's forward, without gradients, reads its own tokens when it
-    has them and no ``token_type_ids`` with ``--omit_teacher_token_type_ids``; its logits are
-    put in the task's label order; ``loss`` (a ``OneToOneLoss``) combines them.
-    """
+def classifier_teacher_outputs(pair, loss, task, args):
+    """``teacher_outputs(batch) -> (logits, last hidden layer or None)`` of the frozen teacher,
+    without gradients: it reads its own tokens when it has them and no ``token_type_ids`` with
+    ``--omit_teacher_token_type_ids``; its logits are put in the task's label order; the hidden
+    layer is returned when ``loss`` has a feature term."""
     teacher = pair.teacher
     teacher_prefix = "teacher_" if pair.teacher_tokenizer is not None else ""
     teacher_accepted = forward_arguments(teacher) - ({"token_type_ids"} if args.omit_teacher_token_type_ids else set())
-    student_accepted = forward_arguments(pair.student)
     teacher_order = label_permutation(teacher.config, task)
 
+    @torch.no_grad()
+    def teacher_outputs(batch):
+        outputs = teacher(**model_inputs(batch, teacher_accepted, teacher_prefix),
+                          output_hidden_states=loss.uses_features)
+        logits = outputs.logits if teacher_order is None else outputs.logits[:, teacher_order]
+        return logits, outputs.hidden_states[-1] if loss.uses_features else None
+
+    return teacher_outputs
+
+
+def training_teacher(args, runtime, pair, loss, task, train_features, collate_fn):
+    """``(train_features, teacher_outputs)`` for ``classifier_distillation_loss``: the teacher
+    itself, or with ``--cache_teacher`` (when the loss uses the teacher) a ``TeacherCache`` filled
+    here and the features with their ``example_index``."""
+    teacher_outputs = classifier_teacher_outputs(pair, loss, task, args)
+    if not (args.cache_teacher and loss.uses_teacher):
+        return train_features, teacher_outputs
+    train_features = with_example_index(train_features)
+    cache = TeacherCache.fill(args, runtime, pair.teacher, teacher_outputs, train_features, collate_fn,
+                              num_logits=pair.teacher.config.num_labels,
+                              hidden_width=hidden_width(pair.teacher) if loss.uses_features else None)
+    return train_features, cache
+
+
+def classifier_distillation_loss(pair, loss, teacher_outputs):
+    """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.training.train``.
+
+    The student's forward gives the task loss, its logits and (when a feature loss is on) its
+    last hidden layer; ``teacher_outputs(batch)`` (``classifier_teacher_outputs`` or its
+    ``TeacherCache``) the teacher's; ``loss`` (a ``OneToOneLoss``) combines them.
+    """
+    student_accepted = forward_arguments(pair.student)
+
     def compute_loss(student, batch):
-        need_hidden = loss.uses_features
         outputs = student(**model_inputs(batch, student_accepted), labels=batch["labels"],
-                          output_hidden_states=need_hidden)
-        teacher_logits = teacher_hidden = None
-        if loss.uses_teacher:
-            with torch.no_grad():
-                teacher_outputs = teacher(**model_inputs(batch, teacher_accepted, teacher_prefix),
-                                          output_hidden_states=need_hidden)
-            teacher_logits = teacher_outputs.logits
-            if teacher_order is not None:
-                teacher_logits = teacher_logits[:, teacher_order]
-            teacher_hidden = teacher_outputs.hidden_states[-1] if need_hidden else None
-        student_hidden = outputs.hidden_states[-1] if need_hidden else None
+                          output_hidden_states=loss.uses_features)
+        teacher_logits, teacher_hidden = teacher_outputs(batch) if loss.uses_teacher else (None, None)
+        student_hidden = outputs.hidden_states[-1] if loss.uses_features else None
         return loss(outputs.loss, outputs.logits, teacher_logits, student_hidden, teacher_hidden,
                     batch["attention_mask"])
 

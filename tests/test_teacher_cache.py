@@ -1,0 +1,227 @@
+"""--cache_teacher: the cache against the teacher's outputs rounded to 16 bits, and the GLUE and
+IMDB distillation scripts with and without it."""
+
+import argparse
+import logging
+import random
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import run_glue_w_distillation
+import run_imdb_w_distillation
+import utils.distillation
+from losses import OneToOneLoss
+from tests.conftest import run_main
+from tests.test_imdb import write_acl_imdb
+from utils.errors import UserError
+from utils.features import PadCollator
+from utils.teacher_cache import DTYPES, TeacherCache, with_example_index
+from utils.training import Runtime
+
+VOCAB, WIDTH, LABELS = 30, 16, 3
+COLLATE = PadCollator({"": 0})
+
+
+class FakeTeacher(torch.nn.Module):
+    """Outputs of each example that do not depend on its batch: logits from the mean of its real
+    tokens' hidden states, hidden states from an embedding table (values not exact in 16 bits)."""
+
+    def __init__(self, scale=3.0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.embedding = torch.nn.Parameter(scale * torch.randn(VOCAB, WIDTH, generator=generator))
+        self.head = torch.nn.Parameter(torch.randn(WIDTH, LABELS, generator=generator))
+        self.eval().requires_grad_(False)
+
+    def outputs(self, batch):
+        hidden = self.embedding[batch["input_ids"]]
+        mask = batch["attention_mask"][..., None].float()
+        logits = ((hidden * mask).sum(1) / mask.sum(1)) @ self.head
+        return logits, hidden
+
+
+def fake_features(count=11, seed=0):
+    rng = random.Random(seed)
+    return [{"input_ids": [rng.randrange(1, VOCAB) for _ in range(rng.randint(1, 9))], "labels": rng.randrange(LABELS)}
+            for _ in range(count)]
+
+
+def cache_args(tmp_path, **values):
+    defaults = dict(cache_teacher=True, cache_teacher_dtype="float16", cache_teacher_dir=None,
+                    cache_teacher_max_memory_gb=4.0, per_device_eval_batch_size=3, output_dir=str(tmp_path / "out"))
+    return argparse.Namespace(**{**defaults, **values})
+
+
+def fill(args, teacher, features, with_hidden=True):
+    return TeacherCache.fill(args, Runtime(torch.device("cpu")), teacher, teacher.outputs, features, COLLATE,
+                             num_logits=LABELS, hidden_width=WIDTH if with_hidden else None)
+
+
+
+def shuffled_batches(features, batch_size=4, seed=1):
+    order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [COLLATE([features[i] for i in order[start:start + batch_size]])
+            for start in range(0, len(order), batch_size)]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("mapped", [False, True])
+def test_cached_outputs_and_losses_equal_those_of_the_rounded_teacher(dtype, mapped, tmp_path):
+    teacher, features = FakeTeacher(), with_example_index(fake_features())
+    args = cache_args(tmp_path, cache_teacher_dtype=dtype, cache_teacher_dir=str(tmp_path / "cache") if mapped else None)
+    cache = fill(args, teacher, features)
+    assert isinstance(cache.hidden, np.memmap) == mapped and isinstance(cache.logits, np.memmap) == mapped
+    if mapped:
+        assert not list((tmp_path / "cache").iterdir()), "the mapped files are removed at once"
+    loss = OneToOneLoss(alpha_task=0.5, alpha_ce=0.5, alpha_corr=0.1, alpha_mse=0.5, alpha_cos=0.5, do_mask=True)
+    generator = torch.Generator().manual_seed(2)
+    torch.manual_seed(0)  # the sub-teacher masks
+    for batch in shuffled_batches(features):
+        logits, hidden = teacher.outputs(batch)
+        rounded_logits, rounded_hidden = (t.to(DTYPES[dtype]).float() for t in (logits, hidden))
+        assert not torch.equal(rounded_hidden, hidden), "the test values are not exact in 16 bits"
+        cached_logits, cached_hidden = cache(batch)
+        mask = batch["attention_mask"].bool()
+        assert torch.equal(cached_logits, rounded_logits)
+        assert torch.equal(cached_hidden[mask], rounded_hidden[mask]) and not cached_hidden[~mask].any()
+        student_logits = torch.randn(logits.shape, generator=generator)
+        student_hidden = torch.randn(hidden.shape, generator=generator)
+        task_loss = torch.tensor(0.7)
+        state = torch.get_rng_state()  # the sub-teacher mask: the same draw for both
+        expected, expected_terms = loss(task_loss, student_logits, rounded_logits, student_hidden, rounded_hidden,
+                                        batch["attention_mask"])
+        torch.set_rng_state(state)
+        got, terms = loss(task_loss, student_logits, cached_logits, student_hidden, cached_hidden,
+                          batch["attention_mask"])
+        assert torch.isfinite(got) and torch.equal(got, expected) and terms.keys() == expected_terms.keys()
+
+
+def test_the_cache_covers_every_example_and_logits_alone(tmp_path):
+    teacher, features = FakeTeacher(), with_example_index(fake_features(count=7))
+    cache = fill(cache_args(tmp_path), teacher, features, with_hidden=False)
+    assert len(cache) == 7 and cache.hidden is None
+    batch = COLLATE(features)
+    logits, hidden = cache(batch)
+    assert hidden is None and torch.equal(logits, teacher.outputs(batch)[0].half().float())
+    cache = fill(cache_args(tmp_path), teacher, features)
+    assert cache.offsets[-1] == sum(len(feature["input_ids"]) for feature in features) == len(cache.hidden)
+
+
+def test_a_cache_above_the_memory_limit_is_mapped_under_the_checkpoint_dir(tmp_path, caplog):
+    teacher, features = FakeTeacher(), with_example_index(fake_features())
+    with caplog.at_level(logging.INFO, logger="utils.teacher_cache"):
+        cache = fill(cache_args(tmp_path, cache_teacher_max_memory_gb=0.0), teacher, features)
+    assert isinstance(cache.hidden, np.memmap)
+    tokens = sum(len(feature["input_ids"]) for feature in features)
+    assert f"teacher cache: 11 examples, 0.0M real tokens, 0.0 MB in float16, memory-mapped in {tmp_path}" \
+           f"/out/teacher_cache" in caplog.text
+    assert cache.hidden.shape == (tokens, WIDTH)
+
+
+def test_refusals(tmp_path):
+    features = with_example_index(fake_features())
+    teacher = FakeTeacher().train()
+    with pytest.raises(UserError, match="needs a frozen teacher"):
+        fill(cache_args(tmp_path), teacher, features)
+    teacher = FakeTeacher(scale=1e5)
+    with pytest.raises(UserError, match="do not fit in torch.float16: use --cache_teacher_dtype bfloat16"):
+        fill(cache_args(tmp_path), teacher, features)
+    fill(cache_args(tmp_path, cache_teacher_dtype="bfloat16"), teacher, features)
+
+
+# ---------------------------------------------------------------------------- the scripts
+
+GLUE_LOSS = ["--alpha_ce", "0.5", "--alpha_corr", "0.01", "--alpha_mse", "0.5", "--alpha_cos", "0.5",
+             "--do_mask", "True", "--learning_rate", "2e-3", "--max_train_samples", "16", "--max_eval_samples", "8",
+             "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "5", "--num_train_epochs", "2",
+             "--do_eval", "False", "--report_to", "none", "--disable_tqdm"]
+
+
+def glue_argv(tiny_models, glue_dir, out, *extra):
+    """The untrained tiny BERT classifier serves as the frozen teacher."""
+    return ["--teacher_model_name_or_path", str(tiny_models["bert"]), "--student_model_name_or_path",
+            str(tiny_models["distilbert"]), "--task_name", "rte", "--data_dir", str(glue_dir / "RTE"),
+            "--output_dir", str(out), *GLUE_LOSS, *extra]
+
+
+def weights(out):
+    return load_file(str(out / "model.safetensors"))
+
+
+def assert_close_weights(out, reference, initial, atol):
+    got, expected, start = weights(out), weights(reference), weights(initial)
+    moved = max((expected[name] - start[name]).abs().max().item() for name in expected if name in start)
+    assert moved > 10 * atol, "training moved the weights far more than the tolerance"
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=atol)
+
+
+def assert_near_weights(out, reference, initial, fraction):
+    """AdamW turns a tiny difference in a near-zero gradient into a step of up to the learning rate,
+    so a few weights may differ by that: compare the whole update instead,
+    ``|w_out - w_ref| <= fraction * |w_ref - w_initial|``."""
+    got, expected, start = weights(out), weights(reference), weights(initial)
+    names = [name for name in expected if name in start]
+    difference = torch.cat([(got[name] - expected[name]).flatten() for name in names]).norm()
+    update = torch.cat([(expected[name] - start[name]).flatten() for name in names]).norm()
+    assert difference <= fraction * update, (difference, update)
+
+
+def rounded_teacher(monkeypatch, dtype):
+    """Make the scripts' live teacher return its outputs rounded to ``dtype``, as the cache stores them."""
+    live = utils.distillation.classifier_teacher_outputs
+
+    def rounded(*args, **kwargs):
+        outputs = live(*args, **kwargs)
+        return lambda batch: tuple(None if t is None else t.to(dtype).float() for t in outputs(batch))
+
+    monkeypatch.setattr(utils.distillation, "classifier_teacher_outputs", rounded)
+
+
+def test_glue_with_the_cache_matches_the_teacher_resumes_and_maps(tiny_models, glue_dir, tmp_path, monkeypatch):
+    plain, rounded, cached = tmp_path / "plain", tmp_path / "rounded", tmp_path / "cached"
+    assert run_main(run_glue_w_distillation.main, glue_argv(tiny_models, glue_dir, plain)) == 0
+    argv = glue_argv(tiny_models, glue_dir, cached, "--cache_teacher", "--save_steps", "4", "--save_total_limit", "0")
+    assert run_main(run_glue_w_distillation.main, argv) == 0
+    with monkeypatch.context() as patch:
+        rounded_teacher(patch, torch.float16)
+        assert run_main(run_glue_w_distillation.main, glue_argv(tiny_models, glue_dir, rounded)) == 0
+    # the same run as with the teacher rounded to float16 (up to float32 rounding of the teacher's
+    # batches), and near the run with the unrounded teacher
+    assert_close_weights(cached, rounded, tiny_models["distilbert"], atol=1e-6)
+    assert_near_weights(cached, plain, tiny_models["distilbert"], fraction=0.01)
+
+    # interrupted after step 4 of 8; resumed with the cache memory-mapped
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    subprocess.run(["cp", "-r", str(cached / "checkpoint-4"), str(resumed)], check=True)
+    argv = glue_argv(tiny_models, glue_dir, resumed, "--cache_teacher", "--cache_teacher_dir",
+                     str(tmp_path / "mapped"), "--save_steps", "4")
+    assert run_main(run_glue_w_distillation.main, argv) == 0
+    reference, got = weights(cached), weights(resumed)
+    assert all(torch.equal(got[name], reference[name]) for name in reference)
+    assert not list((tmp_path / "mapped").iterdir())
+
+
+def test_imdb_with_the_cache_matches_the_teacher(tiny_models, tmp_path):
+    write_acl_imdb(tmp_path / "imdb")
+    runs = {}
+    for name, extra in (("plain", []), ("cached", ["--cache_teacher", "--cache_teacher_dtype", "bfloat16"])):
+        runs[name] = tmp_path / name
+        argv = ["--student_model_name_or_path", str(tiny_models["distilbert"]), "--teacher_model_name_or_path",
+                str(tiny_models["bert"]), "--output_dir", str(runs[name]), "--data_dir", str(tmp_path / "imdb"),
+                "--max_seq_length", "48", "--alpha_ce", "0.5", "--alpha_corr", "0.01", "--alpha_cos", "0.5",
+                "--learning_rate", "2e-3", "--per_device_train_batch_size", "4", "--num_train_epochs", "2",
+                "--report_to", "none", "--disable_tqdm", *extra]
+        assert run_main(run_imdb_w_distillation.main, argv) == 0
+    assert_near_weights(runs["cached"], runs["plain"], tiny_models["distilbert"], fraction=0.03)
+
+
+def test_cache_dir_without_the_cache_is_refused_in_one_line(tiny_models, glue_dir, tmp_path, capsys):
+    argv = glue_argv(tiny_models, glue_dir, tmp_path / "s", "--cache_teacher_dir", str(tmp_path / "c"))
+    assert run_main(run_glue_w_distillation.main, argv) == 2
+    assert capsys.readouterr().err.strip() == "error: --cache_teacher_dir needs --cache_teacher"

@@ -1,0 +1,182 @@
+"""``--cache_teacher``: the frozen teacher's outputs, computed once per training example before
+training, stored in 16 bits and looked up in every epoch instead of running the teacher.
+
+What is stored is what the loss reads: the logits ``(N, C)`` and, when a feature loss is on, the
+last hidden states of each example's real tokens (the rows where ``attention_mask == 1``, which
+do not depend on how a batch is padded), example ``i`` in rows ``offsets[i]:offsets[i + 1]`` of
+one ``(real tokens, d)`` table. The tables hold the 16-bit patterns as numpy ``int16`` (numpy
+has no bfloat16), in memory or memory-mapped from a file. A training batch finds its rows by
+the ``example_index`` its features carry, whatever its composition (shuffling,
+``--group_by_length``, resuming).
+"""
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from utils.cli import add_flag
+from utils.errors import UserError
+from utils.training import checkpoint_dir, move_to_device
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+GB = 1e9
+
+
+def add_teacher_cache_args(parser):
+    group = parser.add_argument_group("teacher cache")
+    add_flag(group, "--cache_teacher",
+             help="compute the frozen teacher's logits (and last hidden states of the real tokens, for the "
+                  "feature losses) once per training example before training, in 16 bits, and reuse them in "
+                  "every epoch instead of running the teacher")
+    group.add_argument("--cache_teacher_dtype", choices=sorted(DTYPES), default="float16",
+                       help="storage type of the cache: float16 (default; 11 significant bits) or bfloat16 (8 "
+                            "bits, float32's range: for a teacher whose outputs exceed 65504)")
+    group.add_argument("--cache_teacher_dir", default=None,
+                       help="memory-map the cache from files in this folder instead of holding it in memory")
+    group.add_argument("--cache_teacher_max_memory_gb", type=float, default=4.0,
+                       help="a cache larger than this is memory-mapped from <checkpoint dir>/teacher_cache "
+                            "(default 4)")
+    return group
+
+
+def check_teacher_cache_args(args):
+    if args.cache_teacher_dir and not args.cache_teacher:
+        raise UserError("--cache_teacher_dir needs --cache_teacher")
+    if args.cache_teacher_max_memory_gb < 0:
+        raise UserError(f"--cache_teacher_max_memory_gb must not be negative, got {args.cache_teacher_max_memory_gb}")
+
+
+def with_example_index(features):
+    """Copies of the per-example feature dicts with their position as ``example_index`` (the
+    collator makes it a long tensor; ``model_inputs`` never passes it to a model)."""
+    return [dict(feature, example_index=index) for index, feature in enumerate(features)]
+
+
+class TeacherCache:
+    """``cache(batch) -> (teacher_logits, teacher_hidden or None)``, float32 on the batch's device,
+    like the teacher function it was filled from; ``teacher_hidden`` is ``(B, T, d)`` with the
+    cached rows at the real tokens and zeros at padding (which the losses never read)."""
+
+    def __init__(self, logits, hidden, offsets, dtype):
+        self.logits = logits
+        self.hidden = hidden
+        self.offsets = offsets
+        self.dtype = dtype
+
+    def __len__(self):
+        return len(self.logits)
+
+    def __call__(self, batch):
+        indices = batch["example_index"].tolist()
+        mask = batch["attention_mask"].bool()
+        logits = self._values(self.logits[indices]).to(mask.device)
+        if self.hidden is None:
+            return logits, None
+        rows = np.concatenate([self.hidden[self.offsets[i]:self.offsets[i + 1]] for i in indices])
+        if len(rows) != int(mask.sum()):
+            raise RuntimeError(f"teacher cache: {len(rows)} cached token rows for a batch with {int(mask.sum())} "
+                               "real tokens (the features changed after the cache was filled)")
+        hidden = torch.zeros(*mask.shape, rows.shape[-1], device=mask.device)
+        hidden[mask] = self._values(rows).to(mask.device)
+        return logits, hidden
+
+    def _values(self, bits):
+        return torch.from_numpy(np.ascontiguousarray(bits)).view(self.dtype).float()
+
+    @classmethod
+    def fill(cls, args, runtime, teacher, teacher_outputs, dataset, collate_fn, *, num_logits, hidden_width=None):
+        """Run ``teacher_outputs(batch) -> (logits (B, C), last hidden (B, T, d) or None)`` once over
+        ``dataset`` (batches of ``--per_device_eval_batch_size``, longest examples first, no
+        gradients, under the run's mixed precision as in training) and store its outputs;
+        ``hidden_width`` None: logits only. Every process fills the cache for the whole dataset."""
+        if teacher.training or any(parameter.requires_grad for parameter in teacher.parameters()):
+            raise UserError("--cache_teacher needs a frozen teacher (eval mode, no gradients): a teacher that "
+                            "trains or draws dropout gives other outputs in every epoch")
+        if len(dataset) == 0:
+            raise UserError("the training set is empty")
+        dtype = DTYPES[args.cache_teacher_dtype]
+        lengths = [len(feature["input_ids"]) for feature in dataset]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]) if hidden_width else None
+        tokens = int(offsets[-1]) if hidden_width else 0
+        size = 2 * (len(dataset) * num_logits + tokens * (hidden_width or 0))
+        folder = cache_folder(args, size)
+        logger.info("teacher cache: %s examples, %.1fM real tokens, %s in %s, %s", f"{len(dataset):,}",
+                    tokens / 1e6, _readable(size), args.cache_teacher_dtype,
+                    "in memory" if folder is None else f"memory-mapped in {folder}")
+        logits = _table(folder, "logits", (len(dataset), num_logits))
+        hidden = _table(folder, "hidden", (tokens, hidden_width)) if hidden_width else None
+
+        order = sorted(range(len(dataset)), key=lambda i: -lengths[i])
+        batch_size = args.per_device_eval_batch_size
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        # A generator of its own: filling draws nothing from the global RNG, so training draws
+        # the same dropout and sub-teacher masks with and without the cache.
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn,
+                            pin_memory=runtime.device.type == "cuda", generator=torch.Generator())
+        with torch.no_grad():
+            for indices, batch in zip(batches, tqdm(loader, desc="caching the teacher", leave=False,
+                                                     disable=None if runtime.is_main else True)):
+                batch = move_to_device(batch, runtime.device)
+                with runtime.autocast():
+                    batch_logits, batch_hidden = teacher_outputs(batch)
+                logits[indices] = _bits(batch_logits, dtype)
+                if hidden is not None:
+                    rows = _bits(batch_hidden[batch["attention_mask"].bool()], dtype)
+                    ends = np.cumsum([lengths[i] for i in indices])
+                    if ends[-1] != len(rows):
+                        raise RuntimeError(f"teacher cache: {len(rows)} real-token rows for examples of "
+                                           f"{ends[-1]} tokens (the attention mask is not one per input id)")
+                    for i, end in zip(indices, ends):
+                        hidden[offsets[i]:offsets[i + 1]] = rows[end - lengths[i]:end]
+        return cls(logits, hidden, offsets, dtype)
+
+
+def cache_folder(args, size):
+    """Where the cache is memory-mapped: ``--cache_teacher_dir``, else ``<checkpoint dir>/teacher_cache``
+    for a cache above ``--cache_teacher_max_memory_gb``; None: in memory."""
+    if args.cache_teacher_dir:
+        return Path(args.cache_teacher_dir)
+    if size > args.cache_teacher_max_memory_gb * GB:
+        return checkpoint_dir(args) / "teacher_cache"
+    return None
+
+
+def _table(folder, name, shape):
+    """An int16 table of ``shape``: in memory, or memory-mapped from a new file in ``folder``.
+
+    The file is removed as soon as it is mapped (POSIX keeps the data until the mapping is
+    closed), so that no cache is left behind, whatever way the run ends."""
+    if folder is None:
+        return np.empty(shape, dtype=np.int16)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, path = tempfile.mkstemp(prefix=f"teacher_{name}_", suffix=".bin", dir=folder)
+    os.close(handle)
+    table = np.memmap(path, dtype=np.int16, mode="w+", shape=shape)
+    try:
+        os.unlink(path)
+    except OSError:  # Windows cannot remove a mapped file
+        logger.warning("teacher cache: could not remove %s; delete it after the run", path)
+    return table
+
+
+def _bits(values, dtype):
+    """``values`` rounded to ``dtype``, as int16 bit patterns on the CPU."""
+    if not torch.isfinite(values).all():
+        raise UserError("the teacher's outputs are not finite (NaN or infinite); check the teacher")
+    stored = values.to(dtype)
+    if not torch.isfinite(stored).all():
+        raise UserError(f"the teacher's outputs (largest magnitude {values.abs().max().item():.3g}) do not fit in "
+                        f"{dtype}: use --cache_teacher_dtype bfloat16")
+    return stored.cpu().view(torch.int16).numpy()
+
+
+def _readable(size):
+    return f"{size / GB:.1f} GB" if size >= GB else f"{size / 1e6:.1f} MB"
