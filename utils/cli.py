@@ -76,6 +76,12 @@ def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_step
     add_flag(group, "--group_by_length", default=group_by_length,
              help="draw each batch from examples of similar length (less padding; changes batch composition; "
                   f"default {group_by_length})")
+    add_flag(group, "--torch_compile",
+             help="compile the trained model's forward and backward with torch.compile (the first steps are "
+                  "slower while it compiles; static shapes with --pad_to_max_length avoid recompiling)")
+    group.add_argument("--torch_compile_backend", default="inductor",
+                       help="torch.compile backend (default inductor, which needs a C++ compiler on the CPU; "
+                            "aot_eager needs none but runs no faster)")
     add_flag(group, "--pad_to_max_length",
              help="pad every batch to --max_seq_length as released (default: to the longest in the batch)")
     group.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"])
@@ -88,7 +94,8 @@ def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_step
 
 
 def check_training_args(args):
-    """Checks shared by every script: something to do, sizes at least 1, one precision."""
+    """Checks shared by every script: something to do, sizes at least 1, one precision, a known
+    torch.compile backend."""
     stages = [name for name in ("do_train", "do_eval", "do_predict") if hasattr(args, name)]
     if not any(getattr(args, name) for name in stages):
         raise UserError("nothing to do: pass " + ", ".join(f"--{name}" for name in stages))
@@ -102,6 +109,13 @@ def check_training_args(args):
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.fp16 and args.bf16:
         raise UserError("--fp16 and --bf16 exclude each other; pass one")
+    if args.torch_compile:
+        import torch._dynamo
+
+        backends = torch._dynamo.list_backends(exclude_tags=())
+        if args.torch_compile_backend not in backends:
+            raise UserError(f"--torch_compile_backend {args.torch_compile_backend}: unknown; choose one of "
+                            + ", ".join(backends))
     for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")

@@ -27,6 +27,24 @@ def _load(loader, name_or_path, what, **kwargs):
         raise UserError(f"could not load the {what} {name_or_path!r}: {reason}") from error
 
 
+def _load_model(loader, name_or_path, what, **kwargs):
+    """``_load`` for a model, with PyTorch's scaled-dot-product attention (SDPA).
+
+    ``attn_implementation="sdpa"`` makes the attention layers call
+    ``torch.nn.functional.scaled_dot_product_attention``, which on a GPU dispatches to fused
+    kernels (FlashAttention, memory-efficient attention) instead of materialising the
+    (batch, heads, tokens, tokens) score matrix; BERT and DistilBERT support it. An architecture
+    that does not is loaded with its default attention instead.
+    """
+    try:
+        return _load(loader, name_or_path, what, attn_implementation="sdpa", **kwargs)
+    except UserError as sdpa_error:
+        if "scaled_dot_product_attention" not in str(sdpa_error.__cause__):
+            raise
+        logger.info("the %s %s does not support SDPA attention; using its default attention", what, name_or_path)
+        return _load(loader, name_or_path, what, **kwargs)
+
+
 def load_tokenizer(name_or_path, *, what="model", cache_dir=None, do_lower_case=None):
     kwargs = {"cache_dir": cache_dir}
     if do_lower_case:
@@ -69,8 +87,8 @@ def load_classifier(name_or_path, task, *, what="model", cache_dir=None, keep_he
             config.id2label = dict(enumerate(task.label_names))
             config.label2id = {name: index for index, name in enumerate(task.label_names)}
         config.problem_type = "regression" if task.is_regression else "single_label_classification"
-    return _load(AutoModelForSequenceClassification, name_or_path, what, config=config, cache_dir=cache_dir,
-                 ignore_mismatched_sizes=not keep_head)
+    return _load_model(AutoModelForSequenceClassification, name_or_path, what, config=config, cache_dir=cache_dir,
+                       ignore_mismatched_sizes=not keep_head)
 
 
 def load_question_answerer(name_or_path, *, what="model", cache_dir=None, keep_head=False):
@@ -86,7 +104,7 @@ def load_question_answerer(name_or_path, *, what="model", cache_dir=None, keep_h
                         f"pass a {what} fine-tuned on SQuAD (run_squad.py)")
     if not keep_head:
         config.num_labels = 2  # the head's two outputs: start and end logits
-    return _load(AutoModelForQuestionAnswering, name_or_path, what, config=config, cache_dir=cache_dir)
+    return _load_model(AutoModelForQuestionAnswering, name_or_path, what, config=config, cache_dir=cache_dir)
 
 
 def label_permutation(config, task):

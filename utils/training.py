@@ -3,7 +3,8 @@
 Device placement (CUDA, else MPS, else CPU), torch.distributed data parallel when launched by
 torchrun, mixed precision, gradient accumulation, a learning-rate schedule with warm-up,
 gradient clipping, logging (tqdm, TensorBoard), periodic evaluation, checkpoints that a run
-resumes from exactly (weights, optimizer, scheduler, RNG states, position in the epoch).
+resumes from exactly (weights, optimizer, scheduler, RNG states, position in the epoch), and
+optionally the trained forward compiled with torch.compile.
 """
 
 import contextlib
@@ -371,14 +372,50 @@ def example_lengths(dataset):
     return [len(features["input_ids"]) for features in dataset]
 
 
+def compiled(model, args):
+    """``model`` with its forward (and so its backward) compiled by ``torch.compile`` under
+    ``--torch_compile``, else ``model`` itself.
+
+    The compiled module is only what ``compute_loss`` calls: it shares ``model``'s parameters, and
+    everything else (optimizer, gradient clipping, checkpoints, ``save_pretrained``, evaluation)
+    uses the plain module, so state dicts never get the wrapper's ``_orig_mod.`` prefix. Under
+    data parallelism the ``DistributedDataParallel`` module is compiled, as PyTorch recommends.
+    """
+    if not getattr(args, "torch_compile", False):
+        return model
+    logger.info("compiling the model's forward with torch.compile (backend %s)", args.torch_compile_backend)
+    return torch.compile(model, backend=args.torch_compile_backend)
+
+
+@contextlib.contextmanager
+def compile_errors_explained(args):
+    """Turn a failing ``torch.compile`` backend (compilation happens at the first forward) into a
+    one-line UserError that names ``--torch_compile_backend``."""
+    if not getattr(args, "torch_compile", False):
+        yield
+        return
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    try:
+        yield
+    except BackendCompilerFailed as error:
+        cause = getattr(error, "inner_exception", None) or error
+        reason = type(cause).__name__ + (f": {str(cause).strip().splitlines()[0]}" if str(cause).strip() else "")
+        raise UserError(f"--torch_compile: the {args.torch_compile_backend} backend failed ({reason}); run without "
+                        "--torch_compile, or pass --torch_compile_backend aot_eager (on the CPU inductor needs a "
+                        "C++ compiler)") from error
+
+
 def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, tokenizer=None,
           evaluate=None, extra_components=None, resume_from=None, optimizer=None):
     """Train ``model`` (its parameters with requires_grad) and return a ``TrainResult``.
 
     ``compute_loss(model, batch) -> (loss, terms)``: the scalar loss of one micro-batch and a
-    dict of detached tensors to log. ``evaluate(global_step) -> dict`` runs every
-    ``--eval_steps`` steps with ``--evaluate_during_training``. ``extra_components`` are saved
-    in and restored from checkpoints with the optimizer (a method's second model or optimizer).
+    dict of detached tensors to log; it is given ``model`` wrapped for data parallelism and, with
+    ``--torch_compile``, compiled (``compiled``), and should call that for the trained forward.
+    ``evaluate(global_step) -> dict`` runs every ``--eval_steps`` steps with
+    ``--evaluate_during_training``. ``extra_components`` are saved in and restored from
+    checkpoints with the optimizer (a method's second model or optimizer).
     ``optimizer`` defaults to ``make_optimizer(model, args)``.
     """
     model.to(runtime.device)
@@ -397,6 +434,7 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
     ddp_model = model
     if runtime.distributed:
         ddp_model = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+    forward_model = compiled(ddp_model, args)
 
     writer = None
     if runtime.is_main and args.report_to == "tensorboard":
@@ -427,9 +465,9 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
             batch = move_to_device(batch, runtime.device)
             updates = (batch_index + 1) % accumulation == 0 or batch_index + 1 == len(plan)
             sync = contextlib.nullcontext() if updates or not runtime.distributed else ddp_model.no_sync()
-            with sync:
+            with sync, compile_errors_explained(args):
                 with runtime.autocast():
-                    loss, terms = compute_loss(ddp_model, batch)
+                    loss, terms = compute_loss(forward_model, batch)
                 scaler.scale(loss / accumulation).backward()
             logged.add(loss.detach(), terms)
             position.batches_done = batch_index + 1
