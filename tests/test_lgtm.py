@@ -15,6 +15,7 @@ from transformers import (
 )
 
 from benchmarks.lgtm_step import released_lgtm_teacher_grads
+from utils import lgtm
 from utils.lgtm import (
     adam_lookahead,
     finite_difference_influence,
@@ -136,9 +137,11 @@ def test_adam_lookahead_is_one_real_adamw_step(steps_before, weight_decay):
     assert not torch.equal(lookahead[0], params[0])
 
 
+@pytest.mark.parametrize("pieces_from_tokens", [10_000, 0], ids=["whole batch", "in pieces"])
 @pytest.mark.parametrize("make_student", [lambda: tiny_bert(1, seed=1), tiny_distilbert],
                          ids=["bert", "distilbert"])
-def test_efficient_gradient_equals_the_released_recipe(make_student):
+def test_efficient_gradient_equals_the_released_recipe(make_student, pieces_from_tokens, monkeypatch):
+    monkeypatch.setattr(lgtm, "PIECES_FROM_TOKENS", pieces_from_tokens)
     teacher, student = tiny_bert(seed=0), make_student()
     optimizer = trained_optimizer(student, teacher)
     batch, quiz_batch = random_batch(0, batch_size=5), random_batch(1)

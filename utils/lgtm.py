@@ -15,6 +15,7 @@ from losses import lgtm_kd_loss
 from utils.models import forward_arguments
 
 BATCH_PIECES = 2
+PIECES_FROM_TOKENS = 1024  # smaller batches go through in one piece: there, calls cost more than memory
 
 
 def lgtm_student_loss(student_logits, teacher_logits, student_task_loss, *, alpha_kd, temperature):
@@ -178,25 +179,34 @@ def _batch_gradients(teacher, student, batch, student_params, *, alpha_kd, t_alp
     """``g_T = grad_phi L_T(x)`` (one tensor per teacher parameter, zeros where none) and
     ``g = grad_theta L_S(x)`` (None where unused), both from the same forwards of x.
 
-    Both losses are means over the batch, so their gradients are the sums over pieces of the
-    batch of ``len(piece) / B`` times the piece's gradients: going through ``BATCH_PIECES``
-    pieces one by one keeps only one piece's activations of both models at a time.
+    L_T sees the student's logits detached and L_S the teacher's, so one backward of
+    ``L_T + L_S`` gives both gradients. Both losses are means over the batch, so their gradients
+    are the sums over pieces of the batch of ``len(piece) / B`` times the piece's gradients: a
+    batch of at least ``PIECES_FROM_TOKENS`` tokens goes through ``BATCH_PIECES`` pieces one by
+    one, which keeps only one piece's activations of both models at a time.
     """
+    teacher_params = list(teacher.parameters())
+    count = BATCH_PIECES if batch["input_ids"].numel() >= PIECES_FROM_TOKENS else 1
     teacher_grads = student_grads = None
-    for piece in _pieces(batch, BATCH_PIECES):
+    for piece in _pieces(batch, count):
         weight = len(piece["input_ids"]) / len(batch["input_ids"])
         teacher_out, student_out = forward(teacher, piece), forward(student, piece)
-        piece_teacher_grads = gradients_or_zeros(
-            weight * lgtm_teacher_loss(teacher_out.logits, student_out.logits, teacher_out.loss,
-                                       t_alpha_kd=t_alpha_kd, temperature=temperature),
-            list(teacher.parameters()))
-        piece_student_grads = torch.autograd.grad(
-            weight * lgtm_student_loss(student_out.logits, teacher_out.logits, student_out.loss,
-                                       alpha_kd=alpha_kd, temperature=temperature),
-            student_params, allow_unused=True)
+        total = weight * (lgtm_teacher_loss(teacher_out.logits, student_out.logits, teacher_out.loss,
+                                            t_alpha_kd=t_alpha_kd, temperature=temperature)
+                          + lgtm_student_loss(student_out.logits, teacher_out.logits, student_out.loss,
+                                              alpha_kd=alpha_kd, temperature=temperature))
+        trainable_teacher = [p for p in teacher_params if p.requires_grad]
+        grads = torch.autograd.grad(total, trainable_teacher + list(student_params), allow_unused=True)
+        by_teacher_param = dict(zip(map(id, trainable_teacher), grads))
+        piece_teacher_grads = [_or_zeros(by_teacher_param.get(id(p)), p) for p in teacher_params]
+        piece_student_grads = grads[len(trainable_teacher):]
         teacher_grads = _accumulate(teacher_grads, piece_teacher_grads)
         student_grads = _accumulate(student_grads, piece_student_grads)
     return teacher_grads, student_grads
+
+
+def _or_zeros(grad, parameter):
+    return torch.zeros_like(parameter) if grad is None else grad
 
 
 def _pieces(batch, count):
