@@ -10,8 +10,6 @@ Saves the fine-tuned model with ``save_pretrained`` in output_dir, writes
 server's test prediction files.
 """
 
-import logging
-
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
 from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
@@ -24,9 +22,7 @@ from utils.glue import (
     write_results,
 )
 from utils.models import forward_arguments, load_classifier, load_tokenizer
-from utils.training import start_run, train
-
-logger = logging.getLogger("run_glue")
+from utils.training import save_trained, start_run, train
 
 
 def parse_args(argv=None):
@@ -80,10 +76,7 @@ def main(argv=None):
 
         result = train(args, runtime, model=model, train_dataset=train_features, collate_fn=collate,
                        compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate, resume_from=resume)
-        if runtime.is_main:
-            model.save_pretrained(args.output_dir)
-            tokenizer.save_pretrained(args.output_dir)
-            logger.info("saved the fine-tuned model to %s (train loss %.4f)", args.output_dir, result.train_loss)
+        save_trained(model, tokenizer, args.output_dir, runtime, "fine-tuned model", result)
 
     model.eval()
     write_results(args, runtime, evaluate, forward, eval_sets, prediction_sets, collate)

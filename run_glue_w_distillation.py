@@ -10,8 +10,6 @@ Trains and evaluates by default (as released); saves the student with ``save_pre
 writes ``eval_results.json``.
 """
 
-import logging
-
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
 from utils.distillation import (
     add_distillation_args,
@@ -32,9 +30,7 @@ from utils.glue import (
 )
 from utils.models import forward_arguments
 from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
-from utils.training import start_run, train
-
-logger = logging.getLogger("run_glue_w_distillation")
+from utils.training import save_trained, start_run, train
 
 
 def parse_args(argv=None):
@@ -85,10 +81,7 @@ def main(argv=None):
         compute_loss = classifier_distillation_loss(pair, loss_fn, teacher_outputs)
         result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
                        compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate, resume_from=resume)
-        if runtime.is_main:
-            student.save_pretrained(args.output_dir)
-            tokenizer.save_pretrained(args.output_dir)
-            logger.info("saved the student to %s (train loss %.4f)", args.output_dir, result.train_loss)
+        save_trained(student, tokenizer, args.output_dir, runtime, "student", result)
 
     student.eval()
     write_results(args, runtime, evaluate, forward, eval_sets, prediction_sets, collate)

@@ -8,8 +8,6 @@ aclImdb folder (``--data_dir``) or csv/json files; the fine-tuned model is saved
 output_dir_intermed, and the test-split accuracy to ``eval_results.json``.
 """
 
-import logging
-
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
 from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
@@ -24,9 +22,7 @@ from utils.imdb import (
     write_eval_results,
 )
 from utils.models import forward_arguments, load_classifier, load_tokenizer
-from utils.training import start_run, train
-
-logger = logging.getLogger("run_imdb")
+from utils.training import save_trained, start_run, train
 
 
 def parse_args(argv=None):
@@ -79,10 +75,7 @@ def main(argv=None):
         result = train(args, runtime, model=model, train_dataset=train_features, collate_fn=collate,
                        compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate if eval_set else None,
                        resume_from=resume)
-        if runtime.is_main:
-            model.save_pretrained(args.output_dir)
-            tokenizer.save_pretrained(args.output_dir)
-            logger.info("saved the fine-tuned model to %s (train loss %.4f)", args.output_dir, result.train_loss)
+        save_trained(model, tokenizer, args.output_dir, runtime, "fine-tuned model", result)
 
     if eval_set:
         write_eval_results(args, runtime, evaluate())

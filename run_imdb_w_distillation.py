@@ -11,8 +11,6 @@ tokenizer) in output_dir, checkpoints and TensorBoard logs in output_dir_interme
 the test-split accuracy to ``eval_results.json``.
 """
 
-import logging
-
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
 from utils.distillation import (
     add_distillation_args,
@@ -35,9 +33,7 @@ from utils.imdb import (
 )
 from utils.models import forward_arguments
 from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
-from utils.training import start_run, train
-
-logger = logging.getLogger("run_imdb_w_distillation")
+from utils.training import save_trained, start_run, train
 
 
 def parse_args(argv=None):
@@ -89,10 +85,7 @@ def main(argv=None):
         result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
                        compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate if eval_set else None,
                        resume_from=resume)
-        if runtime.is_main:
-            student.save_pretrained(args.output_dir)
-            tokenizer.save_pretrained(args.output_dir)
-            logger.info("saved the student to %s (train loss %.4f)", args.output_dir, result.train_loss)
+        save_trained(student, tokenizer, args.output_dir, runtime, "student", result)
 
     if eval_set:
         write_eval_results(args, runtime, evaluate())

@@ -50,6 +50,7 @@ from utils.training import (
     make_optimizer,
     move_to_device,
     planned_steps,
+    save_trained,
     start_run,
     train,
     write_json,
@@ -312,9 +313,8 @@ def train_lgtm(args, runtime, student, teacher, tokenizer, collate, eval_sets, e
         logger.info("step %d: student %s, teacher %s", step, metrics, teacher_metrics)
         if metrics[task.main_metric] > best.value:
             best.value = metrics[task.main_metric]
+            save_trained(student, tokenizer, args.output_dir, runtime)
             if runtime.is_main:
-                student.save_pretrained(args.output_dir)
-                tokenizer.save_pretrained(args.output_dir)
                 write_json(Path(args.output_dir) / "eval_results.json", dict(metrics, step=step))
                 write_json(Path(args.output_dir) / "teacher_eval_results.json", dict(teacher_metrics, step=step))
         return {**metrics, **{f"teacher_{name}": value for name, value in teacher_metrics.items()}}
@@ -324,9 +324,8 @@ def train_lgtm(args, runtime, student, teacher, tokenizer, collate, eval_sets, e
                    extra_components=components, resume_from=resume, optimizer=student_optimizer)
     if eval_sets and result.global_step % args.eval_steps != 0:
         evaluate(result.global_step)
-    elif not eval_sets and runtime.is_main:
-        student.save_pretrained(args.output_dir)
-        tokenizer.save_pretrained(args.output_dir)
+    elif not eval_sets:
+        save_trained(student, tokenizer, args.output_dir, runtime, "student", result)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ and its tokenizer with ``save_pretrained`` in output_dir, writes ``eval_results.
 ``nbest_predictions.json``; checkpoints and TensorBoard logs go to ``--output_dir_intermed``.
 """
 
-import logging
-
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
 from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
@@ -27,9 +25,7 @@ from utils.squad import (
     stacked_span_logits,
     write_answers,
 )
-from utils.training import start_run, train
-
-logger = logging.getLogger("run_squad")
+from utils.training import save_trained, start_run, train
 
 
 def parse_args(argv=None):
@@ -84,10 +80,7 @@ def main(argv=None):
         result = train(args, runtime, model=model, train_dataset=train_features, collate_fn=collate,
                        compute_loss=compute_loss, tokenizer=tokenizer,
                        evaluate=(lambda step: answer().metrics) if eval_set else None, resume_from=resume)
-        if runtime.is_main:
-            model.save_pretrained(args.output_dir)
-            tokenizer.save_pretrained(args.output_dir)
-            logger.info("saved the fine-tuned model to %s (train loss %.4f)", args.output_dir, result.train_loss)
+        save_trained(model, tokenizer, args.output_dir, runtime, "fine-tuned model", result)
 
     if eval_set is not None:
         answers = answer()

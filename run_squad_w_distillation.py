@@ -13,8 +13,6 @@ logits (the mean of the two KD terms). Saves the student with ``save_pretrained`
 ``eval_results.json``, ``predictions.json`` and ``nbest_predictions.json``.
 """
 
-import logging
-
 import torch
 
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
@@ -34,9 +32,7 @@ from utils.squad import (
     stacked_span_logits,
     write_answers,
 )
-from utils.training import start_run, train
-
-logger = logging.getLogger("run_squad_w_distillation")
+from utils.training import save_trained, start_run, train
 
 
 def parse_args(argv=None):
@@ -128,10 +124,7 @@ def main(argv=None):
         result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
                        compute_loss=compute_loss, tokenizer=tokenizer,
                        evaluate=(lambda step: answer().metrics) if eval_set else None, resume_from=resume)
-        if runtime.is_main:
-            student.save_pretrained(args.output_dir)
-            tokenizer.save_pretrained(args.output_dir)
-            logger.info("saved the student to %s (train loss %.4f)", args.output_dir, result.train_loss)
+        save_trained(student, tokenizer, args.output_dir, runtime, "student", result)
 
     if eval_set is not None:
         answers = answer()

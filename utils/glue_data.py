@@ -295,13 +295,18 @@ def read_glue_file(task, path):
     it the examples are unlabelled, as are rows whose label is empty or -1.
     """
     task = get_task(task)
+    return examples_from_records(task, read_records(path), Path(path))
+
+
+def read_records(path):
+    """The rows of a .csv, .json (a list of objects, or JSON lines) or .jsonl file, as dicts."""
     path = Path(path)
     readers = {".csv": read_csv_records, ".json": read_json_records, ".jsonl": read_json_records}
     if path.suffix.lower() not in readers:
         raise UserError(f"{path}: unsupported data file type; expected .csv, .json or .jsonl")
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
-    return examples_from_records(task, readers[path.suffix.lower()](path), path)
+    return readers[path.suffix.lower()](path)
 
 
 def read_csv_records(path):

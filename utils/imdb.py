@@ -20,7 +20,7 @@ import numpy as np
 from utils.cli import add_flag
 from utils.errors import UserError
 from utils.features import SEQUENCE_KEYS, merge_features, tokenize_examples
-from utils.glue_data import read_csv_records, read_json_records, read_text
+from utils.glue_data import read_records, read_text
 from utils.metrics import accuracy
 from utils.models import max_input_length
 from utils.training import predict, write_json
@@ -129,13 +129,7 @@ def read_aclimdb(data_dir, split):
 
 def read_imdb_file(path, text_column="text", label_column="label"):
     """The reviews of a .csv, .json (a list of objects, or JSON lines) or .jsonl file."""
-    path = Path(path)
-    readers = {".csv": read_csv_records, ".json": read_json_records, ".jsonl": read_json_records}
-    if path.suffix.lower() not in readers:
-        raise UserError(f"{path}: unsupported data file type; expected .csv, .json or .jsonl")
-    if not path.is_file():
-        raise UserError(f"data file not found: {path}")
-    return examples_from_records(readers[path.suffix.lower()](path), text_column, label_column, path)
+    return examples_from_records(read_records(path), text_column, label_column, Path(path))
 
 
 def load_imdb_hub(split, dataset_name="imdb", cache_dir=None):

@@ -547,5 +547,16 @@ class _RunningSums:
         return means, count
 
 
+def save_trained(model, tokenizer, output_dir, runtime, what="model", result=None):
+    """``save_pretrained`` of the model and its tokenizer in ``output_dir`` (first process only);
+    with a ``TrainResult``, log where it went and the mean training loss."""
+    if not runtime.is_main:
+        return
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    if result is not None:
+        logger.info("saved the %s to %s (train loss %.4f)", what, output_dir, result.train_loss)
+
+
 def write_json(path, values):
     Path(path).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
