@@ -130,14 +130,21 @@ def test_cased_student_with_uncased_teacher_is_refused_with_a_reason(rte_teacher
 
 
 def test_released_behaviour_feeds_the_student_ids_to_the_teacher(rte_teacher, tiny_models, glue_dir, tmp_path):
-    out = tmp_path / "student"
-    argv = distillation_argv(rte_teacher, tiny_models["distilbert_cased"], out, "--data_dir", str(glue_dir / "RTE"),
-                             "--feed_student_ids_to_teacher", "--max_steps", "2")
-    # the tiny cased vocabulary is larger than the uncased teacher's embedding table
-    assert run_main(run_glue_w_distillation.main, argv) == 2
-    argv = distillation_argv(rte_teacher, tiny_models["distilbert"], out, "--data_dir", str(glue_dir / "RTE"),
-                             "--feed_student_ids_to_teacher", "--max_steps", "2")
-    assert run_main(run_glue_w_distillation.main, argv) == 0
+    from utils.tiny_models import make_tiny_bert
+
+    # an uncased student and a cased teacher: different vocabularies, the student's the smaller
+    cased_teacher = make_tiny_bert(tmp_path / "cased_teacher", cased=True)
+    common = ["--data_dir", str(glue_dir / "RTE"), "--max_steps", "2"]
+    refused = distillation_argv(cased_teacher, tiny_models["distilbert"], tmp_path / "a", *common)
+    assert run_main(run_glue_w_distillation.main, refused) == 2
+    released = distillation_argv(cased_teacher, tiny_models["distilbert"], tmp_path / "b", *common,
+                                 "--feed_student_ids_to_teacher")
+    assert run_main(run_glue_w_distillation.main, released) == 0
+    assert "accuracy" in results(tmp_path / "b")
+    # the cased student's vocabulary is larger than the uncased teacher's embedding table
+    too_large = distillation_argv(rte_teacher, tiny_models["distilbert_cased"], tmp_path / "c", *common,
+                                  "--feed_student_ids_to_teacher")
+    assert run_main(run_glue_w_distillation.main, too_large) == 2
 
 
 def test_cased_student_with_logit_kd_only_tokenises_for_each_model(rte_teacher, tiny_models, glue_dir, tmp_path):
