@@ -17,7 +17,9 @@ from transformers import (
 from benchmarks.lgtm_step import released_lgtm_teacher_grads
 from utils import lgtm
 from utils.lgtm import (
+    Rows,
     adam_lookahead,
+    adam_lookahead_rows,
     finite_difference_influence,
     forward,
     lgtm_student_loss,
@@ -137,6 +139,44 @@ def test_adam_lookahead_is_one_real_adamw_step(steps_before, weight_decay):
     assert not torch.equal(lookahead[0], params[0])
 
 
+@pytest.mark.parametrize("steps_before", [0, 3])
+def test_adam_lookahead_on_rows_is_those_rows_of_the_full_lookahead(steps_before):
+    teacher, student = tiny_bert(seed=0), tiny_bert(1, seed=1)
+    optimizer = trained_optimizer(student, teacher, steps_before, weight_decay=0.01)
+    embedding = student.get_input_embeddings().weight
+    grad_ids = torch.tensor([0, 3, 4, 9, 40])
+    grad = Rows(grad_ids, torch.randn(len(grad_ids), embedding.shape[1]))
+    wanted = torch.tensor([1, 3, 9, 41, 59])  # some rows with a gradient, some without
+
+    rows = adam_lookahead_rows(embedding, grad, optimizer, wanted)
+
+    full = adam_lookahead([embedding], [grad.dense(embedding)], optimizer)[0]
+    assert torch.equal(rows, full[wanted])
+    assert torch.equal(grad.at(wanted)[1], grad.values[1]) and not grad.at(wanted)[0].any()
+
+
+def test_rows_path_equals_the_full_embedding_matrix(monkeypatch):
+    """The input embeddings handled on the rows x and q read (``token_rows``) against the whole
+    matrix (``token_rows`` disabled): a quiz without padding, a batch with it, ids in one only."""
+    teacher, student = tiny_bert(seed=0), tiny_bert(1, seed=1)
+    optimizer = trained_optimizer(student, teacher, weight_decay=0.01)
+    batch = random_batch(0, batch_size=5)
+    quiz_batch = random_batch(1, length=6)
+    quiz_batch["attention_mask"][:] = 1
+    quiz_batch["input_ids"] = quiz_batch["input_ids"] % 30 + 1
+    assert (batch["input_ids"] == 0).any() and not (quiz_batch["input_ids"] == 0).any()
+    arguments = (teacher, student, batch, quiz_batch, optimizer)
+
+    rows_used = []
+    token_rows = lgtm.token_rows
+    monkeypatch.setattr(lgtm, "token_rows", lambda *a: rows_used.append(token_rows(*a)) or rows_used[-1])
+    on_rows = lgtm_teacher_grads(*arguments, **HYPER_PARAMETERS, teacher_lr=1.0)
+    assert rows_used and all(rows is not None for rows in rows_used)
+    monkeypatch.setattr(lgtm, "token_rows", lambda *a: None)
+    on_matrix = lgtm_teacher_grads(*arguments, **HYPER_PARAMETERS, teacher_lr=1.0)
+    assert relative_error(on_rows, on_matrix) < 1e-5
+
+
 @pytest.mark.parametrize("pieces_from_tokens", [10_000, 0], ids=["whole batch", "in pieces"])
 @pytest.mark.parametrize("make_student", [lambda: tiny_bert(1, seed=1), tiny_distilbert],
                          ids=["bert", "distilbert"])
@@ -212,10 +252,12 @@ def test_student_teacher_and_modes_are_left_as_they_were(steps_before):
     assert modes == training_flags(student, teacher)
 
 
-def test_gradient_aligns_with_teacher_parameters_and_is_zero_where_frozen():
+@pytest.mark.parametrize("frozen_name", ["token_type_embeddings", "word_embeddings"])
+def test_gradient_aligns_with_teacher_parameters_and_is_zero_where_frozen(frozen_name):
     teacher, student = tiny_bert(seed=0), tiny_distilbert()
-    frozen = teacher.bert.embeddings.token_type_embeddings.weight
+    frozen = getattr(teacher.bert.embeddings, frozen_name).weight
     frozen.requires_grad_(False)
+    student.get_input_embeddings().weight.requires_grad_(frozen_name == "token_type_embeddings")
     optimizer = trained_optimizer(student, teacher, steps=1)
 
     grads = lgtm_teacher_grads(teacher, student, random_batch(0), random_batch(1), optimizer,

@@ -6,6 +6,7 @@ batch, s and t the student's and teacher's logits, T the temperature, B the batc
 """
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,15 +31,78 @@ def lgtm_teacher_loss(teacher_logits, student_logits, teacher_task_loss, *, t_al
     return t_alpha_kd * distillation + (1 - t_alpha_kd) * teacher_task_loss
 
 
-def forward(model, batch, parameters=None):
+def forward(model, batch, parameters=None, inputs_embeds=None):
     """``model`` on the entries of ``batch`` its forward names (DistilBERT takes no
     token_type_ids; labels give the task loss); with ``parameters`` ({name: tensor}), evaluated
-    functionally on them instead of the model's own."""
+    functionally on them instead of the model's own; with ``inputs_embeds``, on those input
+    embeddings instead of the batch's ``input_ids``."""
     accepted = forward_arguments(model)
     inputs = {key: value for key, value in batch.items() if key in accepted}
+    if inputs_embeds is not None:
+        del inputs["input_ids"]
+        inputs["inputs_embeds"] = inputs_embeds
     if parameters is None:
         return model(**inputs)
     return functional_call(model, parameters, args=(), kwargs=inputs)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A matrix that is zero outside the rows ``ids`` (sorted, unique), where it is ``values``."""
+
+    ids: torch.Tensor
+    values: torch.Tensor
+
+    def at(self, wanted):
+        """The matrix's rows ``wanted`` (sorted, unique ids): ``values`` where held, else zeros."""
+        index = torch.searchsorted(self.ids, wanted).clamp_(max=len(self.ids) - 1)
+        held = (self.ids[index] == wanted).unsqueeze(-1)
+        return torch.where(held, self.values[index], torch.zeros((), dtype=self.values.dtype,
+                                                                  device=self.values.device))
+
+    def dense(self, like):
+        return torch.zeros_like(like).index_put_((self.ids,), self.values)
+
+
+@dataclass(frozen=True)
+class TokenRows:
+    """The rows of a model's input-embedding matrix (parameter ``name``) that a batch reads:
+    ``ids``, its distinct input ids, sorted, and ``positions``, its ``input_ids`` as indices
+    into ``ids``. The model on ``inputs_embeds = embed(table)`` is the model on ``input_ids``
+    with an embedding matrix whose rows ``ids`` hold ``table``, and the gradient with respect to
+    ``table`` is that matrix's gradient on those rows (zero on every other row). So the
+    look-ahead, the quiz gradient and the perturbations of the embedding matrix need only
+    these rows: a GLUE batch reads a few hundred of BERT's 30522.
+    """
+
+    name: str
+    ids: torch.Tensor
+    positions: torch.Tensor
+    padding_position: int | None  # the embedding's padding_idx among ids: gets no gradient
+
+    def embed(self, table, positions=None):
+        return F.embedding(self.positions if positions is None else positions, table,
+                           padding_idx=self.padding_position)
+
+
+def token_rows(model, input_ids, trainable_names):
+    """``TokenRows`` of ``input_ids`` for ``model``; None unless the model's input embedding is a
+    plain ``nn.Embedding``, trainable (named in ``trainable_names``), read through ``input_ids``
+    alone (no output embedding tied to it) and the forward takes ``inputs_embeds``."""
+    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    plain = (isinstance(embedding, torch.nn.Embedding) and embedding.max_norm is None
+             and not embedding.scale_grad_by_freq and not embedding.sparse)
+    if not plain or getattr(model, "get_output_embeddings", lambda: None)() is not None:
+        return None
+    name = next((name for name, p in model.named_parameters() if p is embedding.weight), None)
+    if name not in trainable_names or "inputs_embeds" not in forward_arguments(model):
+        return None
+    ids, positions = torch.unique(input_ids, sorted=True, return_inverse=True)
+    padding = None
+    if embedding.padding_idx is not None:
+        found = (ids == embedding.padding_idx).nonzero()
+        padding = int(found[0]) if len(found) else None
+    return TokenRows(name, ids, positions, padding)
 
 
 @contextlib.contextmanager
@@ -72,12 +136,29 @@ def adam_lookahead(params, grads, optimizer):
     a parameter whose grad is None, or that the optimizer does not hold, stays as it is.
     Returns detached tensors, one per parameter.
     """
-    group_of = {p: group for group in optimizer.param_groups for p in group["params"]}
+    group_of = _groups(optimizer)
     return [
         p.detach() if g is None or p not in group_of
         else _adam_step(p.detach(), g, group_of[p], optimizer.state.get(p, {}))
         for p, g in zip(params, grads)
     ]
+
+
+def adam_lookahead_rows(param, grad, optimizer, ids):
+    """Rows ``ids`` of ``adam_lookahead([param], [grad], optimizer)[0]``, computed on those rows
+    alone (Adam is elementwise); ``grad`` a ``Rows`` or None."""
+    group = _groups(optimizer).get(param)
+    rows = param.detach()[ids]
+    if grad is None or group is None:
+        return rows
+    state = optimizer.state.get(param, {})
+    state_rows = {"step": state["step"], "exp_avg": state["exp_avg"][ids],
+                  "exp_avg_sq": state["exp_avg_sq"][ids]} if state else {}
+    return _adam_step(rows, grad.at(ids), group, state_rows)
+
+
+def _groups(optimizer):
+    return {p: group for group in optimizer.param_groups for p in group["params"]}
 
 
 def _adam_step(param, grad, group, state):
@@ -117,31 +198,61 @@ def finite_difference_influence(teacher, student, batch, direction, *, t_alpha_k
         s_+- = s(theta +- eps v),
 
     computed with two student forwards without grad, one teacher forward and one
-    vector-Jacobian product. Returns one tensor per ``teacher.parameters()``.
+    vector-Jacobian product. An entry of ``direction`` may be a ``Rows`` (the input-embedding
+    matrix's direction on a few rows). Returns one tensor per ``teacher.parameters()``.
     """
-    teacher_params = list(teacher.parameters())
-    direction_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v)
-                                                                 for v in direction.values()])))
+    influence = _influence(teacher, student, batch, direction, t_alpha_kd=t_alpha_kd,
+                           temperature=temperature, r=r)
+    return [h.dense(p) if isinstance(h, Rows) else h for h, p in zip(influence, teacher.parameters())]
+
+
+def _influence(teacher, student, batch, direction, *, t_alpha_kd, temperature, r):
+    """``finite_difference_influence`` with the teacher's input-embedding entry as ``Rows`` (the
+    rows the batch reads; zero elsewhere) where ``token_rows`` allows."""
+    named_teacher = dict(teacher.named_parameters())
+    norms = [torch.linalg.vector_norm(v.values if isinstance(v, Rows) else v) for v in direction.values()]
+    direction_norm = float(torch.linalg.vector_norm(torch.stack(norms)))
     if direction_norm == 0:
-        return [torch.zeros_like(p) for p in teacher_params]
+        return [torch.zeros_like(p) for p in named_teacher.values()]
     eps = r / direction_norm
+    student_rows = token_rows(student, batch["input_ids"],
+                              {name for name, v in direction.items() if isinstance(v, Rows)})
+    teacher_rows = token_rows(teacher, batch["input_ids"],
+                              {name for name, p in named_teacher.items() if p.requires_grad})
     with modes_restored(teacher, student):
         teacher.eval()
         student.eval()
-        plus, minus = (_perturbed_probabilities(student, batch, direction, sign * eps, temperature)
+        plus, minus = (_perturbed_probabilities(student, batch, direction, sign * eps, temperature,
+                                                student_rows)
                        for sign in (1, -1))
-        teacher_logits = forward(teacher, batch).logits
+        wrt = {name: p for name, p in named_teacher.items() if p.requires_grad}
+        inputs_embeds = None
+        if teacher_rows is not None:
+            wrt[teacher_rows.name] = named_teacher[teacher_rows.name].detach()[teacher_rows.ids].requires_grad_()
+            inputs_embeds = teacher_rows.embed(wrt[teacher_rows.name])
+        teacher_logits = forward(teacher, batch, inputs_embeds=inputs_embeds).logits
         logit_gradient = t_alpha_kd * (minus - plus) / (2 * eps * temperature * len(teacher_logits))
-        return gradients_or_zeros(teacher_logits, teacher_params,
-                                  logit_gradient.to(teacher_logits.dtype))
+        grads = dict(zip(wrt, torch.autograd.grad(teacher_logits, list(wrt.values()),
+                                                  logit_gradient.to(teacher_logits.dtype),
+                                                  allow_unused=True, materialize_grads=True)))
+    if teacher_rows is not None:
+        grads[teacher_rows.name] = Rows(teacher_rows.ids, grads[teacher_rows.name])
+    return [grads[name] if name in grads else torch.zeros_like(p) for name, p in named_teacher.items()]
 
 
 @torch.no_grad()
-def _perturbed_probabilities(student, batch, direction, step, temperature):
-    """``softmax(s(theta + step v) / T)``, in float32 or wider."""
+def _perturbed_probabilities(student, batch, direction, step, temperature, rows):
+    """``softmax(s(theta + step v) / T)``, in float32 or wider; the input-embedding entry of
+    ``direction`` applied on the batch's ``rows`` only, where given."""
     named_params = dict(student.named_parameters())
-    perturbed = {name: torch.add(named_params[name], v, alpha=step) for name, v in direction.items()}
-    logits = forward(student, batch, perturbed).logits
+    perturbed = {name: torch.add(named_params[name], v.dense(named_params[name]) if isinstance(v, Rows) else v,
+                                 alpha=step)
+                 for name, v in direction.items() if rows is None or name != rows.name}
+    inputs_embeds = None
+    if rows is not None:
+        table = torch.add(named_params[rows.name][rows.ids], direction[rows.name].at(rows.ids), alpha=step)
+        inputs_embeds = rows.embed(table)
+    logits = forward(student, batch, perturbed, inputs_embeds).logits
     return F.softmax(logits / temperature, dim=-1,
                      dtype=torch.promote_types(logits.dtype, torch.float32))
 
@@ -158,26 +269,35 @@ def lgtm_teacher_grads(teacher, student, batch, quiz_batch, student_optimizer, *
 
     Steps 1 and 3 run in the modes the caller set. The student's parameters, grads and
     optimizer state, the teacher's grads and both models' modes are left as they were;
-    the look-ahead student is evaluated functionally, without a copy of the model.
+    the look-ahead student is evaluated functionally, without a copy of the model. The input
+    embeddings' look-ahead, quiz gradient, perturbations and influence are computed on the rows
+    that x and q read (``TokenRows``): every other row of them is zero or unchanged.
     """
     with modes_restored(teacher, student):
         trainable = {name: p for name, p in student.named_parameters() if p.requires_grad}
+        batch_rows = token_rows(student, batch["input_ids"], trainable)
         teacher_grads, student_grads = _batch_gradients(
-            teacher, student, batch, list(trainable.values()),
+            teacher, student, batch, trainable, batch_rows,
             alpha_kd=alpha_kd, t_alpha_kd=t_alpha_kd, temperature=temperature)
-        lookahead = adam_lookahead(list(trainable.values()), student_grads, student_optimizer)
+        quiz_rows = token_rows(student, quiz_batch["input_ids"], trainable)
+        lookahead = _lookahead(trainable, student_grads, student_optimizer, quiz_rows)
         del student_grads
-        quiz_direction = _quiz_gradient(student, quiz_batch, dict(zip(trainable, lookahead)))
+        quiz_direction = _quiz_gradient(student, quiz_batch, lookahead, quiz_rows)
         del lookahead
-    influence = finite_difference_influence(teacher, student, batch, quiz_direction,
-                                            t_alpha_kd=t_alpha_kd, temperature=temperature, r=r)
-    return [g.add_(h, alpha=-teacher_lr) for g, h in zip(teacher_grads, influence)]
+    influence = _influence(teacher, student, batch, quiz_direction,
+                           t_alpha_kd=t_alpha_kd, temperature=temperature, r=r)
+    for g, h in zip(teacher_grads, influence):
+        if isinstance(h, Rows):
+            g.index_add_(0, h.ids, h.values, alpha=-teacher_lr)
+        else:
+            g.add_(h, alpha=-teacher_lr)
+    return teacher_grads
 
 
-def _batch_gradients(teacher, student, batch, student_params, *, alpha_kd, t_alpha_kd,
-                     temperature):
+def _batch_gradients(teacher, student, batch, trainable, rows, *, alpha_kd, t_alpha_kd, temperature):
     """``g_T = grad_phi L_T(x)`` (one tensor per teacher parameter, zeros where none) and
-    ``g = grad_theta L_S(x)`` (None where unused), both from the same forwards of x.
+    ``g = grad_theta L_S(x)`` ({name: grad} over ``trainable``, None where unused; the input
+    embedding's a ``Rows`` on ``rows`` where given), both from the same forwards of x.
 
     L_T sees the student's logits detached and L_S the teacher's, so one backward of
     ``L_T + L_S`` gives both gradients. Both losses are means over the batch, so their gradients
@@ -186,23 +306,41 @@ def _batch_gradients(teacher, student, batch, student_params, *, alpha_kd, t_alp
     one, which keeps only one piece's activations of both models at a time.
     """
     teacher_params = list(teacher.parameters())
+    trainable_teacher = [p for p in teacher_params if p.requires_grad]
+    student_wrt = {name: p for name, p in trainable.items() if rows is None or name != rows.name}
+    table, columns = None, dict(batch)
+    if rows is not None:
+        table = trainable[rows.name].detach()[rows.ids].requires_grad_()
+        columns["embedding_positions"] = rows.positions
+    wrt = trainable_teacher + list(student_wrt.values()) + ([] if table is None else [table])
     count = BATCH_PIECES if batch["input_ids"].numel() >= PIECES_FROM_TOKENS else 1
-    teacher_grads = student_grads = None
-    for piece in _pieces(batch, count):
+    totals = None
+    for piece in _pieces(columns, count):
         weight = len(piece["input_ids"]) / len(batch["input_ids"])
-        teacher_out, student_out = forward(teacher, piece), forward(student, piece)
+        inputs_embeds = None if table is None else rows.embed(table, piece["embedding_positions"])
+        teacher_out, student_out = forward(teacher, piece), forward(student, piece, None, inputs_embeds)
         total = weight * (lgtm_teacher_loss(teacher_out.logits, student_out.logits, teacher_out.loss,
                                             t_alpha_kd=t_alpha_kd, temperature=temperature)
                           + lgtm_student_loss(student_out.logits, teacher_out.logits, student_out.loss,
                                               alpha_kd=alpha_kd, temperature=temperature))
-        trainable_teacher = [p for p in teacher_params if p.requires_grad]
-        grads = torch.autograd.grad(total, trainable_teacher + list(student_params), allow_unused=True)
-        by_teacher_param = dict(zip(map(id, trainable_teacher), grads))
-        piece_teacher_grads = [_or_zeros(by_teacher_param.get(id(p)), p) for p in teacher_params]
-        piece_student_grads = grads[len(trainable_teacher):]
-        teacher_grads = _accumulate(teacher_grads, piece_teacher_grads)
-        student_grads = _accumulate(student_grads, piece_student_grads)
+        totals = _accumulate(totals, torch.autograd.grad(total, wrt, allow_unused=True))
+    by_teacher_param = dict(zip(map(id, trainable_teacher), totals))
+    teacher_grads = [_or_zeros(by_teacher_param.get(id(p)), p) for p in teacher_params]
+    student_grads = dict(zip(student_wrt, totals[len(trainable_teacher):]))
+    if table is not None:
+        student_grads[rows.name] = Rows(rows.ids, totals[-1])
     return teacher_grads, student_grads
+
+
+def _lookahead(trainable, grads, optimizer, rows):
+    """{name: theta'} (``adam_lookahead``); the input embedding's on ``rows`` only, where given."""
+    names = [name for name in trainable if rows is None or name != rows.name]
+    lookahead = dict(zip(names, adam_lookahead([trainable[name] for name in names],
+                                               [grads[name] for name in names], optimizer)))
+    if rows is not None:
+        lookahead[rows.name] = adam_lookahead_rows(trainable[rows.name], grads[rows.name], optimizer,
+                                                   rows.ids)
+    return lookahead
 
 
 def _or_zeros(grad, parameter):
@@ -222,9 +360,15 @@ def _accumulate(totals, grads):
     return [None if total is None else total.add_(grad) for total, grad in zip(totals, grads)]
 
 
-def _quiz_gradient(student, quiz_batch, lookahead):
-    """``v = grad_theta' CE(student_theta'(q))``, the student in train mode, as {name: v}."""
+def _quiz_gradient(student, quiz_batch, lookahead, rows):
+    """``v = grad_theta' CE(student_theta'(q))``, the student in train mode, as {name: v}; the
+    input embedding's a ``Rows`` on ``rows`` where given."""
     student.train()
     leaves = {name: theta.requires_grad_() for name, theta in lookahead.items()}
-    quiz_loss = forward(student, quiz_batch, leaves).loss
-    return dict(zip(leaves, gradients_or_zeros(quiz_loss, list(leaves.values()))))
+    parameters = {name: leaf for name, leaf in leaves.items() if rows is None or name != rows.name}
+    inputs_embeds = None if rows is None else rows.embed(leaves[rows.name])
+    quiz_loss = forward(student, quiz_batch, parameters, inputs_embeds).loss
+    direction = dict(zip(leaves, gradients_or_zeros(quiz_loss, list(leaves.values()))))
+    if rows is not None:
+        direction[rows.name] = Rows(rows.ids, direction[rows.name])
+    return direction
