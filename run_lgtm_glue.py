@@ -47,6 +47,7 @@ from utils.models import (
 )
 from utils.training import (
     epoch_batches,
+    example_lengths,
     make_optimizer,
     move_to_device,
     planned_steps,
@@ -146,18 +147,20 @@ def split_quiz(args, examples):
 
 class QuizBatches:
     """The quiz batch of each teacher update: the quiz set cycled in a shuffled order per pass,
-    a function of the number of updates so far (saved in checkpoints)."""
+    a function of the number of updates so far (saved in checkpoints). With
+    ``--group_by_length`` the quiz batches are grouped by length like the training batches."""
 
     def __init__(self, features, collate_fn, args, runtime):
         if not features:
             raise UserError("the quiz set has no examples")
         self.features, self.collate_fn, self.args, self.runtime = features, collate_fn, args, runtime
+        self.lengths = example_lengths(features) if args.group_by_length else None
         self.drawn = 0
 
     def next(self):
         plan = epoch_batches(len(self.features), self.args.per_device_train_batch_size, seed=self.args.seed + 1,
                              epoch=self.drawn // self._batches_per_pass(), world_size=self.runtime.world_size,
-                             rank=self.runtime.rank)
+                             rank=self.runtime.rank, lengths=self.lengths)
         batch = plan[self.drawn % len(plan)]
         self.drawn += 1
         return move_to_device(self.collate_fn([self.features[i] for i in batch]), self.runtime.device)

@@ -125,3 +125,29 @@ def test_lgtm_in_two_processes(encoders, glue_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("step 4: student") == 1, "only the first process logs"
     assert json.loads((out / "eval_results.json").read_text())["eval_samples"] == 32
+
+
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_quiz_batches_cover_the_quiz_set_each_pass_and_group_by_length(group_by_length):
+    from types import SimpleNamespace
+
+    from utils.features import PadCollator
+    from utils.training import Runtime
+
+    lengths = [2 + (7 * i) % 31 for i in range(64)]
+    features = [{"input_ids": list(range(1, n + 1)), "attention_mask": [1] * n, "labels": i % 2}
+                for i, n in enumerate(lengths)]
+    args = SimpleNamespace(per_device_train_batch_size=8, seed=3, group_by_length=group_by_length)
+    runtime = Runtime(device=torch.device("cpu"))
+    quiz = run_lgtm_glue.QuizBatches(features, PadCollator({"": 0}, 64), args, runtime)
+
+    padded, real = 0, 0
+    for _ in range(2):  # two passes: each example once per pass, in another order
+        seen = []
+        for _ in range(len(features) // 8):
+            batch = quiz.next()
+            seen += batch["attention_mask"].sum(1).tolist()
+            padded, real = padded + batch["attention_mask"].numel(), real + int(batch["attention_mask"].sum())
+        assert sorted(seen) == sorted(lengths)
+    pad_share = 1 - real / padded
+    assert (pad_share < 0.15) if group_by_length else (pad_share > 0.3)
