@@ -38,6 +38,11 @@ Time split (perf_counter between phases, torch.cuda.synchronize first on CUDA), 
            copies of the logits / last hidden states, whose gradients are then passed into the model's
            backward together with the task loss (the same gradients as one backward of the full loss)
   optim    optimizer step and zero_grad
+Model FLOPs of each step (benchmarks/flops.py, counted on the batches' padded shapes) give TFLOP/s
+and, for ours, the model FLOPs utilisation against --peak_tflops (default: the bf16 peak of a known
+CUDA GPU). The MFU of the distillation step at BERT-base -> 6-layer student shapes:
+    python benchmarks/run_all.py --sst2_dir glue_data/SST-2 --hidden 768 --heads 12 --teacher_layers 12 \
+        --student_layers 6 --batch_size 32 --rows "one-to-one distillation"
 The configurations take turns step by step, so that a busy machine slows them alike. Peak memory:
 CUDA max allocated, or on the CPU the peak RSS, of a child process that runs only that
 configuration (one step, optimizer state included), started before this process builds anything.
@@ -60,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distillation_throughput import PAPER_LOSS, build_tokenizer  # noqa: E402
+from flops import BF16_PEAK_TFLOPS, batch_flops, peak_tflops  # noqa: E402
 from reference_pipeline import (  # noqa: E402
     MAX_SEQ_LENGTH,
     reference_collator,
@@ -103,6 +109,9 @@ def parse_args(argv=None):
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), metavar="ROW",
                         help=f"rows to run (default all): {', '.join(ROWS)}")
     parser.add_argument("--no_memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--peak_tflops", type=float, default=None,
+                        help="the device's peak TFLOP/s in ours' number format, for the MFU column (default: the "
+                             "bf16 dense peak of a known CUDA GPU: " + ", ".join(BF16_PEAK_TFLOPS) + ")")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--memory_of", default=None, help=argparse.SUPPRESS)  # "row|pipeline": a memory child
     return parser.parse_args(argv)
@@ -346,6 +355,7 @@ def build_step(row, pipe, args, vocab_size):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             timer.mark("optim")
+            return batch_flops(student, batch, 3) + (0 if pipe.ours else batch_flops(teacher, batch, 1))
 
         return step
 
@@ -363,6 +373,7 @@ def build_step(row, pipe, args, vocab_size):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             timer.mark("optim")
+            return batch_flops(teacher, batch, 3)
 
         return step
 
@@ -387,8 +398,30 @@ def build_step(row, pipe, args, vocab_size):
             lgtm_teacher_update(pipe, teacher, student, teacher_optimizer, student_optimizer, batch, quiz_batch,
                                 timer)
         student_update(pipe, teacher, student, student_optimizer, batch, timer)
+        return step_flops(row, pipe, teacher, student, batch, quiz_batch)
 
     return step
+
+
+def step_flops(row, pipe, teacher, student, batch, quiz_batch):
+    """Model FLOPs of a KD, ProKT or LGTM step, in forwards' worth of each model (benchmarks/flops.py).
+
+    Student update (every method): teacher forward, student forward and backward.
+    ProKT teacher update: student forward, teacher forward and backward.
+    LGTM teacher update, ours: both models' forward and backward on x, the look-ahead student's
+    on q, two perturbed student forwards and a teacher forward and VJP on x. Released: both
+    forwards on x, one backward each, the copy's forward and backward on q, and twice a student
+    forward with a teacher forward and backward on x.
+    """
+    teacher_passes, student_passes, quiz_passes = 1, 3, 0
+    if row == "ProKT step":
+        teacher_passes, student_passes = teacher_passes + 3, student_passes + 1
+    elif row in LGTM_ROWS and pipe.ours:
+        teacher_passes, student_passes, quiz_passes = teacher_passes + 3 + 3, student_passes + 3 + 2, 3
+    elif row in LGTM_ROWS:
+        teacher_passes, student_passes, quiz_passes = teacher_passes + 3 + 2 * 3, student_passes + 3 + 2 * 1, 3
+    return (batch_flops(teacher, batch, teacher_passes) + batch_flops(student, batch, student_passes)
+            + batch_flops(student, quiz_batch, quiz_passes))
 
 
 # --------------------------------------------------------------------------- measuring
@@ -422,12 +455,14 @@ def peak_memories(args, argv, configurations):
 
 
 def summarize(records, examples, tokens):
-    """Median step, examples/s and real tokens/s at the median, phase shares of the summed time."""
-    totals = [sum(record.values()) for record in records]
+    """Median step, examples/s and real tokens/s at the median, phase shares of the summed time,
+    model TFLOP/s over the summed time. ``records``: (seconds per phase, model FLOPs) per step."""
+    totals = [sum(seconds.values()) for seconds, _ in records]
     median = statistics.median(totals)
-    shares = {phase: sum(record[phase] for record in records) / sum(totals) for phase in PHASES}
+    shares = {phase: sum(seconds[phase] for seconds, _ in records) / sum(totals) for phase in PHASES}
     return dict(seconds=median, examples=statistics.mean(examples) / median, tokens=statistics.mean(tokens) / median,
-                shares=shares, stream=sum(examples) / sum(totals))
+                shares=shares, stream=sum(examples) / sum(totals),
+                tflops=sum(flops for _, flops in records) / sum(totals) / 1e12)
 
 
 def main(argv=None):
@@ -452,9 +487,9 @@ def main(argv=None):
     for index in range(args.warmup + args.steps):
         for configuration, step in steps.items():
             timer = Timer(device)
-            step(index, timer)
+            flops = step(index, timer)
             if index >= args.warmup:
-                records[configuration].append(timer.seconds)
+                records[configuration].append((timer.seconds, flops))
     timed = range(args.warmup, args.warmup + args.steps)
     results = {}
     for row, pipeline in configurations:
@@ -473,7 +508,8 @@ def print_table(args, results, peaks, device, total_seconds, memory_seconds, dat
           f"warm-up, configurations interleaved step by step")
     print(f"ours: dynamic padding + group_by_length, {ours_dtype}; reference: pad to {MAX_SEQ_LENGTH}, random "
           f"batches, float32, masked_select rows, teacher forward every step, deep-copy LGTM")
-    header = (f"{'row':<24} {'pipeline':<9} {'ex/s':>7} {'tok/s':>7} {'ms/step':>8} | "
+    peak = peak_tflops(device, args.peak_tflops)
+    header = (f"{'row':<24} {'pipeline':<9} {'ex/s':>7} {'tok/s':>7} {'ms/step':>8} {'TFLOP/s':>8} {'MFU':>6} | "
               + " ".join(f"{phase:>7}" for phase in PHASES) + f" | {'peak GB':>7} {'ours/ref':>8}")
     print(header)
     print("-" * len(header))
@@ -483,14 +519,16 @@ def print_table(args, results, peaks, device, total_seconds, memory_seconds, dat
             result = results[(source, pipeline)]
             if row == "LGTM training":
                 speed, ratio = result["stream"], result["stream"] / results[(source, "reference")]["stream"]
-                tokens, step_ms = "", ""
+                tokens, step_ms, tflops, mfu = "", "", "", ""
             else:
                 speed, ratio = result["examples"], result["examples"] / results[(source, "reference")]["examples"]
                 tokens, step_ms = f"{result['tokens']:.0f}", f"{1000 * result['seconds']:.0f}"
-            peak = f"{peaks[(source, pipeline)]:.2f}" if (source, pipeline) in peaks else "n/a"
+                tflops = f"{result['tflops']:.3g}"
+                mfu = f"{result['tflops'] / peak:.1%}" if peak and pipeline == "ours" else "n/a"
+            memory = f"{peaks[(source, pipeline)]:.2f}" if (source, pipeline) in peaks else "n/a"
             shares = " ".join(f"{result['shares'][phase]:>7.1%}" for phase in PHASES)
-            print(f"{row:<24} {pipeline:<9} {speed:>7.1f} {tokens:>7} {step_ms:>8} | {shares} | {peak:>7} "
-                  f"{(f'{ratio:.2f}x' if pipeline == 'ours' else ''):>8}")
+            print(f"{row:<24} {pipeline:<9} {speed:>7.1f} {tokens:>7} {step_ms:>8} {tflops:>8} {mfu:>6} | {shares} | "
+                  f"{memory:>7} {(f'{ratio:.2f}x' if pipeline == 'ours' else ''):>8}")
     print()
     print(f"{'target':<58} {'measured':>9} {'target':>8} {'met':>4}")
 
@@ -510,6 +548,9 @@ def print_table(args, results, peaks, device, total_seconds, memory_seconds, dat
                times, True)
         target("one-to-one distillation: loss terms share of ours' step", ours["shares"]["loss"], 0.05,
                lambda value: f"{value:.1%}", False)
+        if peak:
+            print(f"{'one-to-one distillation: model FLOPs utilisation (ours)':<58} {ours['tflops'] / peak:>9.1%}  "
+                  f"no target: {ours['tflops']:.3g} of {peak:g} TFLOP/s")
     if "LGTM step, quiz = x" in args.rows and "ProKT step" in args.rows:
         target("LGTM step, quiz = x / ProKT step (ours, median step)",
                results[("LGTM step, quiz = x", "ours")]["seconds"] / results[("ProKT step", "ours")]["seconds"], 2.1,
@@ -537,6 +578,9 @@ def print_table(args, results, peaks, device, total_seconds, memory_seconds, dat
           + ("n/a (--no_memory)" if not peaks else "torch.cuda.max_memory_allocated" if device.type == "cuda"
              else "peak RSS of a child process running only that configuration (1 step; includes the ~0.3 GB "
                   "of torch itself)"))
+    print("TFLOP/s: model FLOPs (benchmarks/flops.py: the matrix products on the padded batches) over the summed "
+          "step time; MFU (ours): TFLOP/s over "
+          + (f"a peak of {peak:g} TFLOP/s" if peak else "the device's peak, n/a: give --peak_tflops"))
     print(f"wall time {total_seconds:.0f} s, of which {memory_seconds:.0f} s in the memory children")
 
 
