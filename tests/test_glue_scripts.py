@@ -295,11 +295,14 @@ def test_max_steps_and_max_samples(rte_teacher, tiny_models, glue_dir, tmp_path)
     assert results(out)["eval_samples"] == 8
 
 
-def test_two_processes_match_one_with_the_same_global_batch(rte_teacher, tiny_models, glue_dir, tmp_path):
+@pytest.mark.parametrize("cache", [[], ["--cache_teacher", "--cache_teacher_max_memory_gb", "0"]],
+                         ids=["teacher", "memory-mapped teacher cache"])
+def test_two_processes_match_one_with_the_same_global_batch(cache, rte_teacher, tiny_models, glue_dir, tmp_path):
     """torchrun with two CPU processes on gloo: batch 8 x 2 processes against 16 x 1, no dropout
-    randomness in the loss (task and logit KD only, whose batch mean splits evenly)."""
+    randomness in the loss (task and logit KD only, whose batch mean splits evenly); with the
+    teacher cache, each process fills its own."""
     common = ["--data_dir", str(glue_dir / "RTE"), "--alpha_corr", "0", "--alpha_ce", "0.5", "--do_mask", "False",
-              "--max_steps", "4", "--disable_tqdm"]
+              "--max_steps", "4", "--disable_tqdm", *cache]
     student = tmp_path / "student_no_dropout"
     from utils.tiny_models import make_tiny_distilbert
 
@@ -317,6 +320,8 @@ def test_two_processes_match_one_with_the_same_global_batch(rte_teacher, tiny_mo
     for name in reference:
         torch.testing.assert_close(weights[name], reference[name], rtol=1e-4, atol=1e-5)
     assert results(double) == pytest.approx(results(single))
+    assert ("teacher cache:" in done.stderr and "memory-mapped in" in done.stderr) == bool(cache)
+    assert not list(double.glob("checkpoint-*/teacher_cache/*")), "no cache file is left behind"
 
 
 def test_teacher_from_csv_and_json_files(tiny_models, glue_dir, tmp_path):
