@@ -1,7 +1,8 @@
-"""--cache_teacher: the cache against the teacher's outputs rounded to 16 bits, and the GLUE and
-IMDB distillation scripts with and without it."""
+"""--cache_teacher: the cache against the teacher's outputs rounded to 16 bits, and the GLUE, IMDB
+and SQuAD distillation scripts with and without it."""
 
 import argparse
+import functools
 import logging
 import random
 import subprocess
@@ -10,20 +11,24 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import BertForQuestionAnswering, BertTokenizer
 
 import run_glue_w_distillation
 import run_imdb_w_distillation
+import run_squad_w_distillation
 import utils.distillation
 from losses import OneToOneLoss
 from tests.conftest import run_main
+from tests.squad_fixtures import write_squad_dir
 from tests.test_imdb import write_acl_imdb
 from utils.errors import UserError
 from utils.features import PadCollator
 from utils.teacher_cache import DTYPES, TeacherCache, with_example_index
 from utils.training import Runtime
 
-VOCAB, WIDTH, LABELS = 30, 16, 3
+VOCAB, WIDTH, LABELS, PADDED_LENGTH = 30, 16, 3, 12
 COLLATE = PadCollator({"": 0})
+PADDED_COLLATE = PadCollator({"": 0}, PADDED_LENGTH, pad_to_max_length=True)
 
 
 class FakeTeacher(torch.nn.Module):
@@ -42,6 +47,11 @@ class FakeTeacher(torch.nn.Module):
         mask = batch["attention_mask"][..., None].float()
         logits = ((hidden * mask).sum(1) / mask.sum(1)) @ self.head
         return logits, hidden
+
+    def token_outputs(self, batch):
+        """Per-token logits ``(B, T, C)``, as a span predictor's, padding positions included."""
+        hidden = self.embedding[batch["input_ids"]]
+        return hidden @ self.head, hidden
 
 
 def fake_features(count=11, seed=0):
@@ -62,9 +72,16 @@ def fill(args, teacher, features, with_hidden=True):
 
 
 
-def shuffled_batches(features, batch_size=4, seed=1):
+def fill_per_token(args, teacher, features, padded, with_hidden=True):
+    return TeacherCache.fill(args, Runtime(torch.device("cpu")), teacher, teacher.token_outputs, features,
+                             PADDED_COLLATE if padded else COLLATE, num_logits=LABELS,
+                             hidden_width=WIDTH if with_hidden else None, logits_per_token=True,
+                             padded_length=PADDED_LENGTH if padded else None)
+
+
+def shuffled_batches(features, batch_size=4, seed=1, collate=COLLATE):
     order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed)).tolist()
-    return [COLLATE([features[i] for i in order[start:start + batch_size]])
+    return [collate([features[i] for i in order[start:start + batch_size]])
             for start in range(0, len(order), batch_size)]
 
 
@@ -122,6 +139,45 @@ def test_a_cache_above_the_memory_limit_is_mapped_under_the_checkpoint_dir(tmp_p
     assert cache.hidden.shape == (tokens, WIDTH)
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_per_token_logits_equal_those_of_the_rounded_teacher_at_the_kept_positions(padded, tmp_path):
+    """The logits at the real tokens, or at every position of windows padded to a fixed length."""
+    teacher, features = FakeTeacher(), with_example_index(fake_features())
+    cache = fill_per_token(cache_args(tmp_path), teacher, features, padded)
+    tokens = sum(len(feature["input_ids"]) for feature in features)
+    assert len(cache) == len(features) and cache.hidden.shape == (tokens, WIDTH)
+    assert cache.logits.shape == (len(features) * PADDED_LENGTH if padded else tokens, LABELS)
+    widths = set()
+    for batch in shuffled_batches(features, collate=PADDED_COLLATE if padded else COLLATE):
+        logits, hidden = teacher.token_outputs(batch)
+        mask = batch["attention_mask"].bool()
+        kept = torch.ones_like(mask) if padded else mask
+        assert not mask.all() and not torch.equal(logits.half().float()[kept], logits[kept])
+        cached_logits, cached_hidden = cache(batch)
+        assert cached_logits.shape == logits.shape and cached_hidden.shape == hidden.shape
+        assert torch.equal(cached_logits[kept], logits.half().float()[kept]) and not cached_logits[~kept].any()
+        assert torch.equal(cached_hidden[mask], hidden.half().float()[mask]) and not cached_hidden[~mask].any()
+        widths.add(mask.shape[1])
+    assert (widths == {PADDED_LENGTH}) if padded else len(widths) > 1, "batches of different padding"
+
+
+def test_per_token_logits_alone_are_counted_in_the_size_and_checked_for_padding(tmp_path):
+    teacher, features = FakeTeacher(), with_example_index(fake_features())
+    size = 2 * len(features) * PADDED_LENGTH * LABELS
+    for limit, mapped in ((size - 1, True), (size, False)):
+        args = cache_args(tmp_path, cache_teacher_max_memory_gb=limit / 1e9)
+        cache = fill_per_token(args, teacher, features, padded=True, with_hidden=False)
+        assert cache.hidden is None and isinstance(cache.logits, np.memmap) == mapped
+    batch = COLLATE(features)
+    width = batch["input_ids"].shape[1]
+    assert width < PADDED_LENGTH
+    with pytest.raises(RuntimeError, match=f"a batch of {width} positions, but the logits are cached at all 12 "):
+        cache(batch)
+    with pytest.raises(RuntimeError, match="the collator must pad every batch to it"):
+        TeacherCache.fill(args, Runtime(torch.device("cpu")), teacher, teacher.token_outputs, features, COLLATE,
+                          num_logits=LABELS, logits_per_token=True, padded_length=PADDED_LENGTH)
+
+
 def test_refusals(tmp_path):
     features = with_example_index(fake_features())
     teacher = FakeTeacher().train()
@@ -171,15 +227,16 @@ def assert_near_weights(out, reference, initial, fraction):
     assert difference <= fraction * update, (difference, update)
 
 
-def rounded_teacher(monkeypatch, dtype):
-    """Make the scripts' live teacher return its outputs rounded to ``dtype``, as the cache stores them."""
-    live = utils.distillation.classifier_teacher_outputs
+def rounded_teacher(monkeypatch, dtype, module=utils.distillation, name="classifier_teacher_outputs"):
+    """Make the scripts' live teacher (``module.name`` makes its outputs function) return its
+    outputs rounded to ``dtype``, as the cache stores them."""
+    live = getattr(module, name)
 
     def rounded(*args, **kwargs):
         outputs = live(*args, **kwargs)
         return lambda batch: tuple(None if t is None else t.to(dtype).float() for t in outputs(batch))
 
-    monkeypatch.setattr(utils.distillation, "classifier_teacher_outputs", rounded)
+    monkeypatch.setattr(module, name, rounded)
 
 
 def test_glue_with_the_cache_matches_the_teacher_resumes_and_maps(tiny_models, glue_dir, tmp_path, monkeypatch):
@@ -224,4 +281,86 @@ def test_imdb_with_the_cache_matches_the_teacher(tiny_models, tmp_path):
 def test_cache_dir_without_the_cache_is_refused_in_one_line(tiny_models, glue_dir, tmp_path, capsys):
     argv = glue_argv(tiny_models, glue_dir, tmp_path / "s", "--cache_teacher_dir", str(tmp_path / "c"))
     assert run_main(run_glue_w_distillation.main, argv) == 2
+    assert capsys.readouterr().err.strip() == "error: --cache_teacher_dir needs --cache_teacher"
+
+
+SQUAD_LOSS = ["--alpha_squad", "0.5", "--alpha_ce", "0.5", "--alpha_corr", "0.01", "--alpha_mse", "0.5",
+              "--alpha_cos", "0.5", "--do_mask", "True", "--temperature", "2", "--learning_rate", "2e-3",
+              "--max_seq_length", "64", "--doc_stride", "16", "--max_query_length", "16", "--max_train_samples", "6",
+              "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "5", "--num_train_epochs", "2",
+              "--do_train", "--report_to", "none", "--disable_tqdm"]
+
+
+@pytest.fixture(scope="module")
+def squad_teacher(tiny_models, tmp_path_factory):
+    """The tiny BERT with a new (untrained) question-answering head, saved as a SQuAD teacher."""
+    directory = tmp_path_factory.mktemp("squad_teacher")
+    torch.manual_seed(0)
+    BertForQuestionAnswering.from_pretrained(tiny_models["bert"]).save_pretrained(directory)
+    BertTokenizer.from_pretrained(tiny_models["bert"]).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def squad_dir(tmp_path_factory):
+    return write_squad_dir(tmp_path_factory.mktemp("squad_data"))
+
+
+def squad_argv(tiny_models, squad_teacher, squad_dir, out, *extra):
+    return ["--model_name_or_path", str(tiny_models["distilbert"]), "--teacher_name_or_path", str(squad_teacher),
+            "--data_dir", str(squad_dir), "--train_file", "train.json", "--output_dir", str(out), *SQUAD_LOSS,
+            *extra]
+
+
+@pytest.mark.parametrize("padding", [[], ["--pad_to_max_length"]], ids=["dynamic", "padded"])
+def test_squad_with_the_cache_matches_the_teacher(padding, tiny_models, squad_teacher, squad_dir, tmp_path,
+                                                  monkeypatch):
+    """Start and end logits cached at the real tokens (dynamic padding) or at all max_seq_length
+    positions (--pad_to_max_length, whose span loss reads the padding's logits too)."""
+    plain, rounded, cached = tmp_path / "plain", tmp_path / "rounded", tmp_path / "cached"
+    argv = functools.partial(squad_argv, tiny_models, squad_teacher, squad_dir)
+    assert run_main(run_squad_w_distillation.main, argv(plain, *padding)) == 0
+    assert run_main(run_squad_w_distillation.main, argv(cached, *padding, "--cache_teacher")) == 0
+    with monkeypatch.context() as patch:
+        rounded_teacher(patch, torch.float16, run_squad_w_distillation, "span_teacher_outputs")
+        assert run_main(run_squad_w_distillation.main, argv(rounded, *padding)) == 0
+    assert_close_weights(cached, rounded, tiny_models["distilbert"], atol=1e-6)
+    assert_near_weights(cached, plain, tiny_models["distilbert"], fraction=0.01)
+
+
+def test_a_resumed_squad_run_with_the_cache_gives_the_same_weights(tiny_models, squad_teacher, squad_dir, tmp_path):
+    """Interrupted after step 3 of 28; resumed with the cache memory-mapped."""
+    cached, resumed = tmp_path / "cached", tmp_path / "resumed"
+    argv = functools.partial(squad_argv, tiny_models, squad_teacher, squad_dir)
+    assert run_main(run_squad_w_distillation.main, argv(cached, "--cache_teacher", "--save_steps", "3",
+                                                        "--save_total_limit", "0")) == 0
+    resumed.mkdir()
+    subprocess.run(["cp", "-r", str(cached / "checkpoint-3"), str(resumed)], check=True)
+    assert run_main(run_squad_w_distillation.main, argv(resumed, "--cache_teacher", "--save_steps", "3",
+                                                        "--cache_teacher_dir", str(tmp_path / "mapped"))) == 0
+    reference, got = weights(cached), weights(resumed)
+    assert all(torch.equal(got[name], reference[name]) for name in reference)
+    assert not list((tmp_path / "mapped").iterdir())
+
+
+def test_the_squad_cache_is_filled_by_the_frozen_teacher_with_its_inputs_only_once(
+        tiny_models, squad_teacher, squad_dir, tmp_path, monkeypatch, capsys):
+    calls = []
+    original = BertForQuestionAnswering.forward
+
+    @functools.wraps(original)
+    def spy(self, *args, **kwargs):
+        calls.append((self.training, torch.is_grad_enabled(), "token_type_ids" in kwargs, len(kwargs["input_ids"])))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BertForQuestionAnswering, "forward", spy)
+    for out, extra, token_types in (("a", [], True), ("b", ["--omit_teacher_token_type_ids"], False)):
+        calls.clear()
+        argv = squad_argv(tiny_models, squad_teacher, squad_dir, tmp_path / out, "--cache_teacher", *extra)
+        assert run_main(run_squad_w_distillation.main, argv) == 0
+        assert all(call[:3] == (False, False, token_types) for call in calls)
+        assert [call[3] for call in calls] == [5] * 10 + [4], "the 54 training windows once, in batches of 5"
+
+    argv = squad_argv(tiny_models, squad_teacher, squad_dir, tmp_path / "c", "--cache_teacher_dir", str(tmp_path))
+    assert run_main(run_squad_w_distillation.main, argv) == 2
     assert capsys.readouterr().err.strip() == "error: --cache_teacher_dir needs --cache_teacher"

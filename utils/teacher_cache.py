@@ -1,13 +1,16 @@
 """``--cache_teacher``: the frozen teacher's outputs, computed once per training example before
 training, stored in 16 bits and looked up in every epoch instead of running the teacher.
 
-What is stored is what the loss reads: the logits ``(N, C)`` and, when a feature loss is on, the
-last hidden states of each example's real tokens (the rows where ``attention_mask == 1``, which
-do not depend on how a batch is padded), example ``i`` in rows ``offsets[i]:offsets[i + 1]`` of
-one ``(real tokens, d)`` table. The tables hold the 16-bit patterns as numpy ``int16`` (numpy
-has no bfloat16), in memory or memory-mapped from a file. A training batch finds its rows by
-the ``example_index`` its features carry, whatever its composition (shuffling,
-``--group_by_length``, resuming).
+What is stored is what the loss reads: the logits and, when a feature loss is on, the last
+hidden states of each example's real tokens (the rows where ``attention_mask == 1``, which do
+not depend on how a batch is padded), example ``i`` in rows ``offsets[i]:offsets[i + 1]`` of one
+``(real tokens, d)`` table. The logits are one ``(N, C)`` row per example (sequence
+classification), or per token (SQuAD's start and end logits), then stored like the hidden
+states, in rows of a ``(kept positions, C)`` table: at the real tokens, or at every position of
+windows padded to a fixed length, whose padding the released span loss reads too. The tables
+hold the 16-bit patterns as numpy ``int16`` (numpy has no bfloat16), in memory or memory-mapped
+from a file. A training batch finds its rows by the ``example_index`` its features carry,
+whatever its composition (shuffling, ``--group_by_length``, resuming).
 """
 
 import logging
@@ -63,56 +66,94 @@ def with_example_index(features):
 class TeacherCache:
     """``cache(batch) -> (teacher_logits, teacher_hidden or None)``, float32 on the batch's device,
     like the teacher function it was filled from; ``teacher_hidden`` is ``(B, T, d)`` with the
-    cached rows at the real tokens and zeros at padding (which the losses never read)."""
+    cached rows at the real tokens and zeros at padding (which the losses never read).
 
-    def __init__(self, logits, hidden, offsets, dtype):
+    Per-token logits (``logit_offsets`` set) come back as ``(B, T, C)`` with the cached values at
+    the kept positions and zeros elsewhere (padding, which the caller masks); the kept positions
+    are the real tokens, or, with ``padded_length``, all positions of batches padded to it.
+    """
+
+    def __init__(self, logits, hidden, offsets, dtype, logit_offsets=None, padded_length=None):
         self.logits = logits
         self.hidden = hidden
         self.offsets = offsets
         self.dtype = dtype
+        self.logit_offsets = logit_offsets
+        self.padded_length = padded_length
 
     def __len__(self):
-        return len(self.logits)
+        return len(self.logits) if self.logit_offsets is None else len(self.logit_offsets) - 1
 
     def __call__(self, batch):
         indices = batch["example_index"].tolist()
         mask = batch["attention_mask"].bool()
-        logits = self._values(self.logits[indices]).to(mask.device)
+        if self.logit_offsets is None:
+            logits = self._values(self.logits[indices]).to(mask.device)
+        else:
+            logits = self._gather(self.logits, self.logit_offsets, indices, self.logit_positions(batch))
         if self.hidden is None:
             return logits, None
-        rows = np.concatenate([self.hidden[self.offsets[i]:self.offsets[i + 1]] for i in indices])
-        if len(rows) != int(mask.sum()):
-            raise RuntimeError(f"teacher cache: {len(rows)} cached token rows for a batch with {int(mask.sum())} "
-                               "real tokens (the features changed after the cache was filled)")
-        hidden = torch.zeros(*mask.shape, rows.shape[-1], device=mask.device)
-        hidden[mask] = self._values(rows).to(mask.device)
-        return logits, hidden
+        return logits, self._gather(self.hidden, self.offsets, indices, mask)
+
+    def logit_positions(self, batch):
+        """``(B, T)`` bool: the positions whose per-token logits are cached."""
+        mask = batch["attention_mask"].bool()
+        if self.padded_length is None:
+            return mask
+        if mask.shape[1] != self.padded_length:
+            raise RuntimeError(f"teacher cache: a batch of {mask.shape[1]} positions, but the logits are cached at "
+                               f"all {self.padded_length} positions of windows padded to that length (the collator "
+                               "must pad every batch to it)")
+        return torch.ones_like(mask)
+
+    def _gather(self, table, offsets, indices, positions):
+        """``(B, T, width)``: the cached rows of the examples ``indices`` at ``positions``, zeros elsewhere."""
+        rows = np.concatenate([table[offsets[i]:offsets[i + 1]] for i in indices])
+        if len(rows) != int(positions.sum()):
+            raise RuntimeError(f"teacher cache: {len(rows)} cached rows for {int(positions.sum())} positions of "
+                               "the batch (the features changed after the cache was filled)")
+        values = torch.zeros(*positions.shape, rows.shape[-1], device=positions.device)
+        values[positions] = self._values(rows).to(positions.device)
+        return values
 
     def _values(self, bits):
         return torch.from_numpy(np.ascontiguousarray(bits)).view(self.dtype).float()
 
     @classmethod
-    def fill(cls, args, runtime, teacher, teacher_outputs, dataset, collate_fn, *, num_logits, hidden_width=None):
-        """Run ``teacher_outputs(batch) -> (logits (B, C), last hidden (B, T, d) or None)`` once over
+    def fill(cls, args, runtime, teacher, teacher_outputs, dataset, collate_fn, *, num_logits, hidden_width=None,
+             logits_per_token=False, padded_length=None):
+        """Run ``teacher_outputs(batch) -> (logits, last hidden (B, T, d) or None)`` once over
         ``dataset`` (batches of ``--per_device_eval_batch_size``, longest examples first, no
         gradients, under the run's mixed precision as in training) and store its outputs;
-        ``hidden_width`` None: logits only. Every process fills the cache for the whole dataset."""
+        ``hidden_width`` None: logits only. Every process fills the cache for the whole dataset.
+
+        The logits are ``(B, C)``, or with ``logits_per_token`` ``(B, T, C)``, kept at the real
+        tokens or, with ``padded_length``, at all positions of batches that ``collate_fn`` pads to
+        that length (``--pad_to_max_length``: the released span loss reads the padding's logits).
+        """
         if teacher.training or any(parameter.requires_grad for parameter in teacher.parameters()):
             raise UserError("--cache_teacher needs a frozen teacher (eval mode, no gradients): a teacher that "
                             "trains or draws dropout gives other outputs in every epoch")
         if len(dataset) == 0:
             raise UserError("the training set is empty")
+        if padded_length is not None and not logits_per_token:
+            raise ValueError("padded_length keeps per-token logits: it needs logits_per_token")
         dtype = DTYPES[args.cache_teacher_dtype]
         lengths = [len(feature["input_ids"]) for feature in dataset]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]) if hidden_width else None
+        offsets = _offsets(lengths) if hidden_width else None
+        logit_offsets = None
+        if logits_per_token:
+            logit_offsets = _offsets([padded_length] * len(dataset) if padded_length else lengths)
         tokens = int(offsets[-1]) if hidden_width else 0
-        size = 2 * (len(dataset) * num_logits + tokens * (hidden_width or 0))
+        logit_rows = len(dataset) if logit_offsets is None else int(logit_offsets[-1])
+        size = 2 * (logit_rows * num_logits + tokens * (hidden_width or 0))
         folder = cache_folder(args, size)
         logger.info("teacher cache: %s examples, %.1fM real tokens, %s in %s, %s", f"{len(dataset):,}",
                     tokens / 1e6, _readable(size), args.cache_teacher_dtype,
                     "in memory" if folder is None else f"memory-mapped in {folder}")
-        logits = _table(folder, "logits", (len(dataset), num_logits))
+        logits = _table(folder, "logits", (logit_rows, num_logits))
         hidden = _table(folder, "hidden", (tokens, hidden_width)) if hidden_width else None
+        cache = cls(logits, hidden, offsets, dtype, logit_offsets, padded_length)
 
         order = sorted(range(len(dataset)), key=lambda i: -lengths[i])
         batch_size = args.per_device_eval_batch_size
@@ -127,16 +168,14 @@ class TeacherCache:
                 batch = move_to_device(batch, runtime.device)
                 with runtime.autocast():
                     batch_logits, batch_hidden = teacher_outputs(batch)
-                logits[indices] = _bits(batch_logits, dtype)
+                if logit_offsets is None:
+                    logits[indices] = _bits(batch_logits, dtype)
+                else:
+                    kept = cache.logit_positions(batch)
+                    _write_rows(logits, logit_offsets, indices, _bits(batch_logits[kept], dtype))
                 if hidden is not None:
-                    rows = _bits(batch_hidden[batch["attention_mask"].bool()], dtype)
-                    ends = np.cumsum([lengths[i] for i in indices])
-                    if ends[-1] != len(rows):
-                        raise RuntimeError(f"teacher cache: {len(rows)} real-token rows for examples of "
-                                           f"{ends[-1]} tokens (the attention mask is not one per input id)")
-                    for i, end in zip(indices, ends):
-                        hidden[offsets[i]:offsets[i + 1]] = rows[end - lengths[i]:end]
-        return cls(logits, hidden, offsets, dtype)
+                    _write_rows(hidden, offsets, indices, _bits(batch_hidden[batch["attention_mask"].bool()], dtype))
+        return cache
 
 
 def cache_folder(args, size):
@@ -165,6 +204,22 @@ def _table(folder, name, shape):
     except OSError:  # Windows cannot remove a mapped file
         logger.warning("teacher cache: could not remove %s; delete it after the run", path)
     return table
+
+
+def _write_rows(table, offsets, indices, rows):
+    """Write ``rows`` (int16: the kept positions of the examples ``indices``, in batch order) to
+    those examples' rows ``offsets[i]:offsets[i + 1]`` of ``table``."""
+    counts = [int(offsets[i + 1] - offsets[i]) for i in indices]
+    if sum(counts) != len(rows):
+        raise RuntimeError(f"teacher cache: {len(rows)} rows for examples of {sum(counts)} kept positions "
+                           "(the attention mask is not one per input id)")
+    for i, count, end in zip(indices, counts, np.cumsum(counts)):
+        table[offsets[i]:offsets[i + 1]] = rows[end - count:end]
+
+
+def _offsets(counts):
+    """``[0, c0, c0 + c1, ...]``: where each example's rows start in a table, and the end."""
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
 def _bits(values, dtype):
