@@ -573,8 +573,10 @@ def print_table(args, results, peaks, device, total_seconds, memory_seconds, dat
           "forwards (ours distillation: teacher-cache lookup); fwd+bwd = trained model(s), LGTM's teacher "
           "gradient included; loss = distillation loss terms on detached leaves, forward + backward; "
           "optim = optimizer step")
-    print("LGTM training: examples over the summed time of the timed LGTM steps (each on a new SST-2 batch, "
-          "quiz batches cycled from dev.tsv); peak memory: "
+    if "LGTM step" in args.rows:
+        print("LGTM training: examples over the summed time of the timed LGTM steps (each on a new SST-2 batch, "
+              "quiz batches cycled from dev.tsv)")
+    print("peak memory: "
           + ("n/a (--no_memory)" if not peaks else "torch.cuda.max_memory_allocated" if device.type == "cuda"
              else "peak RSS of a child process running only that configuration (1 step; includes the ~0.3 GB "
                   "of torch itself)"))
