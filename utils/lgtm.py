@@ -46,7 +46,7 @@ def forward(model, batch, parameters=None, inputs_embeds=None):
     return functional_call(model, parameters, args=(), kwargs=inputs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Rows:
     """A matrix that is zero outside the rows ``ids`` (sorted, unique), where it is ``values``."""
 
@@ -64,7 +64,7 @@ class Rows:
         return torch.zeros_like(like).index_put_((self.ids,), self.values)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TokenRows:
     """The rows of a model's input-embedding matrix (parameter ``name``) that a batch reads:
     ``ids``, its distinct input ids, sorted, and ``positions``, its ``input_ids`` as indices
