@@ -22,7 +22,8 @@ from utils.glue import (
     write_results,
 )
 from utils.models import forward_arguments, load_classifier, load_tokenizer
-from utils.training import save_trained, start_run, train
+from utils.loop import train
+from utils.runtime import save_trained, start_run
 
 
 def parse_args(argv=None):

@@ -33,7 +33,8 @@ from utils.imdb import (
 )
 from utils.models import forward_arguments
 from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
-from utils.training import save_trained, start_run, train
+from utils.loop import train
+from utils.runtime import save_trained, start_run
 
 
 def parse_args(argv=None):

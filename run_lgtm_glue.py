@@ -45,17 +45,8 @@ from utils.models import (
     load_tokenizer,
     same_vocabulary,
 )
-from utils.training import (
-    epoch_batches,
-    example_lengths,
-    make_optimizer,
-    move_to_device,
-    planned_steps,
-    save_trained,
-    start_run,
-    train,
-    write_json,
-)
+from utils.loop import epoch_batches, example_lengths, make_optimizer, planned_steps, train
+from utils.runtime import move_to_device, save_trained, start_run, write_json
 
 logger = logging.getLogger("run_lgtm_glue")
 

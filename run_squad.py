@@ -25,7 +25,8 @@ from utils.squad import (
     stacked_span_logits,
     write_answers,
 )
-from utils.training import save_trained, start_run, train
+from utils.loop import train
+from utils.runtime import save_trained, start_run
 
 
 def parse_args(argv=None):

@@ -36,7 +36,8 @@ from utils.squad import (
     write_answers,
 )
 from utils.teacher_cache import TeacherCache, add_teacher_cache_args, check_teacher_cache_args, with_example_index
-from utils.training import save_trained, start_run, train
+from utils.loop import train
+from utils.runtime import save_trained, start_run
 
 
 def parse_args(argv=None):

@@ -27,7 +27,7 @@ from losses import OneToOneLoss  # noqa: E402
 from utils.features import PadCollator, model_inputs  # noqa: E402
 from utils.imdb import read_aclimdb, tokenize_reviews  # noqa: E402
 from utils.models import forward_arguments  # noqa: E402
-from utils.training import epoch_batches  # noqa: E402
+from utils.loop import epoch_batches  # noqa: E402
 
 IMDB_LOSS = dict(alpha_task=0.5, alpha_corr=0.005)  # run_imdb_w_distillation.py's defaults
 

@@ -20,8 +20,8 @@ every step, its collation included):
                            timed steps (a throughput, where the other rows take the median step)
 
 Pipelines:
-  ours       dynamic padding, batches grouped by length (utils.training.epoch_batches with lengths=),
-             bf16 autocast on CUDA (float32 on the CPU), fused AdamW on CUDA (utils.training.make_optimizer),
+  ours       dynamic padding, batches grouped by length (utils.loop.epoch_batches with lengths=),
+             bf16 autocast on CUDA (float32 on the CPU), fused AdamW on CUDA (utils.loop.make_optimizer),
              token rows by boolean indexing (losses.OneToOneLoss), the distillation row's teacher outputs
              looked up in a utils.teacher_cache.TeacherCache filled before timing (not recomputed),
              the functional LGTM teacher gradient (utils.lgtm.lgtm_teacher_grads)
@@ -80,7 +80,8 @@ from utils.glue_data import read_glue_tsv  # noqa: E402
 from utils.lgtm import forward, lgtm_student_loss, lgtm_teacher_grads, lgtm_teacher_loss  # noqa: E402
 from utils.models import forward_arguments  # noqa: E402
 from utils.teacher_cache import TeacherCache  # noqa: E402
-from utils.training import Runtime, epoch_batches, make_optimizer  # noqa: E402
+from utils.loop import epoch_batches, make_optimizer  # noqa: E402
+from utils.runtime import Runtime  # noqa: E402
 
 ROWS = ("one-to-one distillation", "teacher fine-tuning", "KD step", "ProKT step", "LGTM step",
         "LGTM step, quiz = x")

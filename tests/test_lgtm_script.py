@@ -132,7 +132,7 @@ def test_quiz_batches_cover_the_quiz_set_each_pass_and_group_by_length(group_by_
     from types import SimpleNamespace
 
     from utils.features import PadCollator
-    from utils.training import Runtime
+    from utils.runtime import Runtime
 
     lengths = [2 + (7 * i) % 31 for i in range(64)]
     features = [{"input_ids": list(range(1, n + 1)), "attention_mask": [1] * n, "labels": i % 2}

@@ -24,7 +24,7 @@ from tests.test_imdb import write_acl_imdb
 from utils.errors import UserError
 from utils.features import PadCollator
 from utils.teacher_cache import DTYPES, TeacherCache, with_example_index
-from utils.training import Runtime
+from utils.runtime import Runtime
 
 VOCAB, WIDTH, LABELS, PADDED_LENGTH = 30, 16, 3, 12
 COLLATE = PadCollator({"": 0})

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from utils.training import epoch_batches
+from utils.loop import epoch_batches
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])

@@ -154,7 +154,7 @@ def training_teacher(args, runtime, pair, loss, task, train_features, collate_fn
 
 
 def classifier_distillation_loss(pair, loss, teacher_outputs):
-    """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.training.train``.
+    """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.loop.train``.
 
     The student's forward gives the task loss, its logits and (when a feature loss is on) its
     last hidden layer; ``teacher_outputs(batch)`` (``classifier_teacher_outputs`` or its

@@ -16,7 +16,8 @@ from utils.glue_data import (
     write_glue_submission,
 )
 from utils.metrics import glue_metrics
-from utils.training import predict, write_json
+from utils.loop import predict
+from utils.runtime import write_json
 
 logger = logging.getLogger(__name__)
 

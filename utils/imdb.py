@@ -23,7 +23,8 @@ from utils.features import SEQUENCE_KEYS, merge_features, tokenize_examples
 from utils.glue_data import read_records, read_text
 from utils.metrics import accuracy
 from utils.models import max_input_length
-from utils.training import predict, write_json
+from utils.loop import predict
+from utils.runtime import write_json
 
 logger = logging.getLogger(__name__)
 

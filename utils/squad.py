@@ -23,7 +23,8 @@ from utils.errors import UserError
 from utils.models import max_input_length
 from utils.squad_data import HUB_DATASET, load_squad_split, squad_file, training_examples
 from utils.squad_metrics import gold_answers, squad_scores
-from utils.training import predict, write_json
+from utils.loop import predict
+from utils.runtime import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from utils.cli import add_flag
 from utils.errors import UserError
-from utils.training import checkpoint_dir, move_to_device
+from utils.runtime import checkpoint_dir, move_to_device
 
 logger = logging.getLogger(__name__)
 

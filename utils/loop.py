@@ -1,22 +1,16 @@
-"""The one training loop every script uses.
+"""The one training loop every script uses, and the batches it draws.
 
-Device placement (CUDA, else MPS, else CPU), torch.distributed data parallel when launched by
-torchrun, mixed precision, gradient accumulation, a learning-rate schedule with warm-up,
-gradient clipping, logging (tqdm, TensorBoard), periodic evaluation, checkpoints that a run
-resumes from exactly (weights, optimizer, scheduler, RNG states, position in the epoch), and
-optionally the trained forward compiled with torch.compile.
+Gradient accumulation, a learning-rate schedule with warm-up, gradient clipping, mixed precision
+(autocast, and a gradient scaler for float16), logging (tqdm, TensorBoard), periodic evaluation,
+checkpoints (``utils.checkpoints``), optionally the trained forward compiled with torch.compile,
+and the batch plans (shuffled or grouped by length, split across processes) that an interrupted
+epoch replays.
 """
 
 import contextlib
-import json
 import logging
 import math
-import os
-import random
-import re
-import shutil
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,162 +18,17 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-import transformers
 from transformers import get_scheduler
 
+from utils.checkpoints import Position, load_checkpoint, save_checkpoint
 from utils.errors import UserError
+from utils.runtime import checkpoint_dir, move_to_device
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-TRAINING_STATE = "training_state.pt"
 
 
 class NonFiniteLossError(UserError):
     """The training loss became NaN or infinite."""
-
-
-# --------------------------------------------------------------------------- runtime
-
-
-@dataclass
-class Runtime:
-    """Where and how this process computes."""
-
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-    amp_dtype: torch.dtype | None = None
-
-    @property
-    def is_main(self):
-        return self.rank == 0
-
-    @property
-    def distributed(self):
-        return self.world_size > 1
-
-    def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def barrier(self):
-        if self.distributed:
-            dist.barrier()
-
-
-def setup_runtime(args):
-    """Pick the device, join the process group under torchrun, set up logging and precision."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and not args.use_cpu
-    if use_cuda:
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    elif world_size == 1 and not args.use_cpu and torch.backends.mps.is_available():
-        device = torch.device("mps")
-    else:
-        device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        level=logging.INFO if rank == 0 else logging.WARNING,
-    )
-    transformers.utils.logging.disable_progress_bar()
-    if rank != 0:
-        transformers.utils.logging.set_verbosity_error()
-    amp_dtype = None
-    if args.fp16:
-        if device.type != "cuda":
-            raise UserError("--fp16 needs a CUDA GPU; on the CPU use --bf16")
-        amp_dtype = torch.float16
-    elif args.bf16:
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise UserError("--bf16 is not supported by this GPU; use --fp16")
-        amp_dtype = torch.bfloat16
-    return Runtime(device=device, rank=rank, world_size=world_size, amp_dtype=amp_dtype)
-
-
-def start_run(args):
-    """The start of every script: the runtime, the output folders checked (before training),
-    the seed set. Returns ``(runtime, checkpoint to resume from or None)``."""
-    runtime = setup_runtime(args)
-    resume = prepare_output_dir(args, runtime) if args.do_train else None
-    if runtime.is_main:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    set_seed(args.seed)
-    return runtime, resume
-
-
-def set_seed(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def move_to_device(batch, device):
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-
-
-# --------------------------------------------------------------------------- output dir
-
-
-def checkpoints_in(output_dir):
-    """The ``checkpoint-N`` folders of ``output_dir``, oldest first."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), path) for path in output_dir.iterdir()
-             if path.is_dir() and (m := CHECKPOINT_PATTERN.match(path.name))]
-    return [path for _, path in sorted(found)]
-
-
-def checkpoint_dir(args):
-    """Where checkpoints and TensorBoard logs go: ``--output_dir_intermed`` where a script has
-    it (the SQuAD and IMDB scripts), else output_dir."""
-    return Path(getattr(args, "output_dir_intermed", None) or args.output_dir)
-
-
-def _non_empty(directory):
-    return directory.is_dir() and any(directory.iterdir())
-
-
-def prepare_output_dir(args, runtime, finished_marker="eval_results.json"):
-    """Check the output folders before any work; return the checkpoint to resume from, or None.
-
-    A non-empty output folder is refused unless ``--overwrite_output_dir`` is given (then old
-    checkpoints are removed so that they are never resumed by mistake) or it holds the
-    checkpoints of an unfinished run (then training resumes from the last one).
-    """
-    output_dir, work_dir = Path(args.output_dir), checkpoint_dir(args)
-    resume = None
-    if args.resume_from_checkpoint:
-        resume = Path(args.resume_from_checkpoint)
-        if not (resume / TRAINING_STATE).is_file():
-            raise UserError(f"--resume_from_checkpoint {resume}: not a checkpoint folder "
-                            f"(no {TRAINING_STATE} in it)")
-    elif _non_empty(output_dir) or _non_empty(work_dir):
-        checkpoints = checkpoints_in(work_dir)
-        if args.overwrite_output_dir:
-            if runtime.is_main:
-                for checkpoint in checkpoints:
-                    shutil.rmtree(checkpoint)
-        elif checkpoints and not (output_dir / finished_marker).exists():
-            resume = checkpoints[-1]
-            logger.info("resuming the interrupted run in %s from %s", work_dir, resume.name)
-        else:
-            busy = output_dir if _non_empty(output_dir) else work_dir
-            raise UserError(f"output directory {busy} is not empty; pass --overwrite_output_dir "
-                            "to train again there, or choose another --output_dir")
-    if runtime.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        work_dir.mkdir(parents=True, exist_ok=True)
-    runtime.barrier()
-    return resume
 
 
 # --------------------------------------------------------------------------- batches
@@ -240,92 +89,6 @@ def predict(forward, dataset, collate_fn, batch_size, runtime, desc="predicting"
     for rank_indices, rank_outputs in gathered:
         ordered[rank_indices] = rank_outputs
     return ordered
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-@dataclass
-class Position:
-    """Where training stands: optimizer steps taken, current epoch, micro-batches done in it."""
-
-    global_step: int = 0
-    epoch: int = 0
-    batches_done: int = 0
-
-
-def rng_states():
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states):
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def unwrap(model):
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def save_checkpoint(output_dir, position, model, tokenizer, components, runtime, save_total_limit):
-    """Write ``checkpoint-<step>`` atomically (a temporary folder renamed when complete).
-
-    ``components`` maps names to objects with ``state_dict()`` (optimizer, scheduler, any extra
-    model or optimizer of the method). Each process stores its own RNG states.
-    """
-    final = Path(output_dir) / f"checkpoint-{position.global_step}"
-    partial = Path(output_dir) / f".checkpoint-{position.global_step}.partial"
-    if runtime.is_main:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        unwrap(model).save_pretrained(partial)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(partial)
-        state = {"position": asdict(position),
-                 "components": {name: item.state_dict() for name, item in components.items()}}
-        torch.save(state, partial / TRAINING_STATE)
-    runtime.barrier()
-    torch.save(rng_states(), partial / f"rng_state_{runtime.rank}.pt")
-    runtime.barrier()
-    if runtime.is_main:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
-        if save_total_limit and save_total_limit > 0:
-            for old in checkpoints_in(output_dir)[:-save_total_limit]:
-                shutil.rmtree(old)
-        logger.info("saved %s", final)
-    runtime.barrier()
-
-
-def load_checkpoint(checkpoint, model, components, runtime):
-    """Restore what ``save_checkpoint`` wrote; return the ``Position`` to continue from."""
-    from safetensors.torch import load_file
-
-    weights = load_file(str(Path(checkpoint) / "model.safetensors"), device=str(runtime.device))
-    missing, unexpected = unwrap(model).load_state_dict(weights, strict=False)
-    if unexpected or any(not _is_tied(unwrap(model), name) for name in missing):
-        raise UserError(f"checkpoint {checkpoint} does not match the model "
-                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    state = torch.load(Path(checkpoint) / TRAINING_STATE, map_location="cpu", weights_only=False)
-    for name, item in components.items():
-        item.load_state_dict(state["components"][name])
-    rng_file = Path(checkpoint) / f"rng_state_{runtime.rank}.pt"
-    if rng_file.exists():
-        restore_rng_states(torch.load(rng_file, weights_only=False))
-    logger.info("resumed from %s", checkpoint)
-    return Position(**state["position"])
-
-
-def _is_tied(model, name):
-    """Whether a parameter left out of a safetensors file is one tied to another (shared storage)."""
-    tied = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or {}
-    return name in tied
 
 
 # --------------------------------------------------------------------------- the loop
@@ -545,18 +308,3 @@ class _RunningSums:
         count = self.count
         self.sums, self.count = {}, 0
         return means, count
-
-
-def save_trained(model, tokenizer, output_dir, runtime, what="model", result=None):
-    """``save_pretrained`` of the model and its tokenizer in ``output_dir`` (first process only);
-    with a ``TrainResult``, log where it went and the mean training loss."""
-    if not runtime.is_main:
-        return
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    if result is not None:
-        logger.info("saved the %s to %s (train loss %.4f)", what, output_dir, result.train_loss)
-
-
-def write_json(path, values):
-    Path(path).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
