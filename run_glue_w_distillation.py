@@ -11,12 +11,12 @@ writes ``eval_results.json``.
 """
 
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
-from utils.distillation import (
+from utils.one_to_one import (
     add_distillation_args,
     classifier_distillation_loss,
     load_student_and_teacher,
     loss_from_args,
-    training_teacher,
+    classifier_teacher_targets,
 )
 from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
@@ -77,7 +77,7 @@ def main(argv=None):
         train_features, _ = split_features(args, "train", args.max_train_samples, tokenizer, teacher_tokens)
         if runtime.is_main:
             save_run_args(args, args.output_dir)
-        train_features, teacher_outputs = training_teacher(args, runtime, pair, loss_fn, task, train_features,
+        train_features, teacher_outputs = classifier_teacher_targets(args, runtime, pair, loss_fn, task, train_features,
                                                            collate)
         compute_loss = classifier_distillation_loss(pair, loss_fn, teacher_outputs)
         result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,

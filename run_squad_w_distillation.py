@@ -15,14 +15,17 @@ logits (the mean of the two KD terms). Saves the student with ``save_pretrained`
 with ``--pad_to_max_length``) and last hidden states are computed once before training.
 """
 
-import torch
-from transformers.modeling_outputs import QuestionAnsweringModelOutput
-
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
-from utils.distillation import add_distillation_args, check_pair, loss_from_args
-from utils.errors import UserError, exit_on_user_error
+from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
-from utils.models import forward_arguments, hidden_width, load_question_answerer, load_tokenizer
+from utils.models import forward_arguments, load_question_answerer, load_tokenizer
+from utils.one_to_one import (
+    add_distillation_args,
+    load_span_teacher,
+    loss_from_args,
+    span_distillation_loss,
+    span_teacher_targets,
+)
 from utils.squad import (
     add_squad_data_args,
     answer_questions,
@@ -30,12 +33,10 @@ from utils.squad import (
     check_window_length,
     load_eval_set,
     load_train_features,
-    span_logits,
-    span_loss,
     stacked_span_logits,
     write_answers,
 )
-from utils.teacher_cache import TeacherCache, add_teacher_cache_args, check_teacher_cache_args, with_example_index
+from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.loop import train
 from utils.runtime import save_trained, start_run
 
@@ -64,63 +65,6 @@ def parse_args(argv=None):
     return args
 
 
-def load_teacher(args, loss_fn, student, tokenizer, device):
-    """The frozen teacher on ``device``, checked against the student; None when no loss term uses it."""
-    if not (args.do_train and loss_fn.uses_teacher):
-        return None
-    if not args.teacher_name_or_path:
-        raise UserError("--teacher_name_or_path is needed: --alpha_ce, --alpha_corr, --alpha_mse or --alpha_cos "
-                        "is above 0")
-    teacher_tokenizer = load_tokenizer(args.teacher_name_or_path, what="teacher", cache_dir=args.cache_dir)
-    teacher = load_question_answerer(args.teacher_name_or_path, what="teacher", cache_dir=args.cache_dir,
-                                     keep_head=True)
-    if check_pair(args, loss_fn, student, teacher, tokenizer, teacher_tokenizer, args.model_name_or_path,
-                  args.teacher_name_or_path):
-        raise UserError(f"the student {args.model_name_or_path} and the teacher {args.teacher_name_or_path} "
-                        "tokenise differently; SQuAD's start and end logits are compared token by token over "
-                        "shared windows, so --alpha_ce needs the same tokenizer too: use a student with the "
-                        "teacher's tokenizer (for an uncased BERT teacher: distilbert-base-uncased)")
-    return teacher.to(device).eval().requires_grad_(False)
-
-
-def span_teacher_outputs(teacher, args, uses_features):
-    """``teacher_outputs(batch) -> (logits (B, T, 2), last hidden layer or None)`` of the frozen
-    teacher, without gradients: its start and end logits stacked on the last dimension, unmasked
-    (``teacher_span_logits`` masks them), from the student's windows with their ``token_type_ids``
-    (none with ``--omit_teacher_token_type_ids``); the hidden layer when ``uses_features``."""
-    accepted = forward_arguments(teacher) - ({"token_type_ids"} if args.omit_teacher_token_type_ids else set())
-
-    @torch.no_grad()
-    def teacher_outputs(batch):
-        outputs = teacher(**model_inputs(batch, accepted), output_hidden_states=uses_features)
-        logits = torch.stack([outputs.start_logits, outputs.end_logits], dim=-1)
-        return logits, outputs.hidden_states[-1] if uses_features else None
-
-    return teacher_outputs
-
-
-def training_teacher(args, runtime, teacher, loss_fn, train_features, collate_fn):
-    """``(train_features, teacher_outputs)``: the teacher itself (``span_teacher_outputs``), or
-    with ``--cache_teacher`` a ``TeacherCache`` filled here (logits at the positions the span
-    loss reads) and the features with their ``example_index``."""
-    teacher_outputs = span_teacher_outputs(teacher, args, loss_fn.uses_features)
-    if not args.cache_teacher:
-        return train_features, teacher_outputs
-    train_features = with_example_index(train_features)
-    cache = TeacherCache.fill(args, runtime, teacher, teacher_outputs, train_features, collate_fn, num_logits=2,
-                              hidden_width=hidden_width(teacher) if loss_fn.uses_features else None,
-                              logits_per_token=True,
-                              padded_length=args.max_seq_length if args.pad_to_max_length else None)
-    return train_features, cache
-
-
-def teacher_span_logits(logits, batch, released_padding):
-    """The teacher's start and end logits from ``(B, T, 2)`` ``logits``, masked by ``span_logits``
-    as the student's are."""
-    outputs = QuestionAnsweringModelOutput(start_logits=logits[..., 0], end_logits=logits[..., 1])
-    return span_logits(outputs, batch, released_padding)
-
-
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
@@ -131,7 +75,7 @@ def main(argv=None):
                                cache_dir=args.cache_dir, do_lower_case=args.do_lower_case)
     student = load_question_answerer(args.model_name_or_path, what="student", cache_dir=args.cache_dir,
                                      keep_head=not args.do_train)
-    teacher = load_teacher(args, loss_fn, student, tokenizer, runtime.device)
+    teacher = load_span_teacher(args, loss_fn, student, tokenizer, runtime.device)
     check_window_length(args, tokenizer, *[model for model in (student, teacher) if model is not None])
     student.to(runtime.device)
     student_accepted = forward_arguments(student)
@@ -151,20 +95,9 @@ def main(argv=None):
             save_run_args(args, args.output_dir)
         teacher_outputs = None
         if teacher is not None:
-            train_features, teacher_outputs = training_teacher(args, runtime, teacher, loss_fn, train_features, collate)
-
-        def compute_loss(model, batch):
-            need_hidden = loss_fn.uses_features
-            outputs = model(**model_inputs(batch, student_accepted), output_hidden_states=need_hidden)
-            student_logits = span_logits(outputs, batch, args.pad_to_max_length)
-            teacher_logits = teacher_hidden = None
-            if teacher_outputs is not None:
-                logits, teacher_hidden = teacher_outputs(batch)
-                teacher_logits = teacher_span_logits(logits, batch, args.pad_to_max_length)
-            student_hidden = outputs.hidden_states[-1] if need_hidden else None
-            return loss_fn(span_loss(*student_logits, batch), student_logits, teacher_logits, student_hidden,
-                           teacher_hidden, batch["attention_mask"])
-
+            train_features, teacher_outputs = span_teacher_targets(args, runtime, teacher, loss_fn, train_features,
+                                                                   collate)
+        compute_loss = span_distillation_loss(student, loss_fn, teacher_outputs, args.pad_to_max_length)
         result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
                        compute_loss=compute_loss, tokenizer=tokenizer,
                        evaluate=(lambda step: answer().metrics) if eval_set else None, resume_from=resume)

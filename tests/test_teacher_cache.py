@@ -16,7 +16,7 @@ from transformers import BertForQuestionAnswering, BertTokenizer
 import run_glue_w_distillation
 import run_imdb_w_distillation
 import run_squad_w_distillation
-import utils.distillation
+import utils.one_to_one
 from losses import OneToOneLoss
 from tests.conftest import run_main
 from tests.squad_fixtures import write_squad_dir
@@ -227,7 +227,7 @@ def assert_near_weights(out, reference, initial, fraction):
     assert difference <= fraction * update, (difference, update)
 
 
-def rounded_teacher(monkeypatch, dtype, module=utils.distillation, name="classifier_teacher_outputs"):
+def rounded_teacher(monkeypatch, dtype, module=utils.one_to_one, name="classifier_teacher_outputs"):
     """Make the scripts' live teacher (``module.name`` makes its outputs function) return its
     outputs rounded to ``dtype``, as the cache stores them."""
     live = getattr(module, name)
@@ -322,7 +322,7 @@ def test_squad_with_the_cache_matches_the_teacher(padding, tiny_models, squad_te
     assert run_main(run_squad_w_distillation.main, argv(plain, *padding)) == 0
     assert run_main(run_squad_w_distillation.main, argv(cached, *padding, "--cache_teacher")) == 0
     with monkeypatch.context() as patch:
-        rounded_teacher(patch, torch.float16, run_squad_w_distillation, "span_teacher_outputs")
+        rounded_teacher(patch, torch.float16, utils.one_to_one, "span_teacher_outputs")
         assert run_main(run_squad_w_distillation.main, argv(rounded, *padding)) == 0
     assert_close_weights(cached, rounded, tiny_models["distilbert"], atol=1e-6)
     assert_near_weights(cached, plain, tiny_models["distilbert"], fraction=0.01)

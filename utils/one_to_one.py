@@ -1,11 +1,18 @@
-"""What the one-to-one distillation scripts (GLUE, SQuAD, IMDB) share: the loss options with
-the released defaults, the checks that a student and a teacher can be compared, and (for the
-sequence classifiers of GLUE and IMDB) loading the pair and the loss of one training batch."""
+"""One-to-one mapping distillation (Saadi et al., "Learning from a specialised sub-teacher:
+one-to-one mapping for feature-based knowledge distillation", 2023): everything its three scripts
+(GLUE, IMDB, SQuAD) run besides the shared loop.
+
+The loss options with each script's released defaults, the checks that a student and a teacher
+can be compared, and for each kind of model (sequence classifiers for GLUE and IMDB, span
+predictors for SQuAD) loading the teacher, its targets for the training set (the frozen teacher
+itself or its ``TeacherCache``) and the loss of one training batch (``compute_loss`` of
+``utils.loop.train``)."""
 
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from losses import OneToOneLoss
 from utils.cli import add_flag
@@ -16,9 +23,11 @@ from utils.models import (
     hidden_width,
     label_permutation,
     load_classifier,
+    load_question_answerer,
     load_tokenizer,
     same_vocabulary,
 )
+from utils.squad import span_logits, span_loss
 from utils.teacher_cache import TeacherCache, with_example_index
 
 
@@ -139,7 +148,7 @@ def classifier_teacher_outputs(pair, loss, task, args):
     return teacher_outputs
 
 
-def training_teacher(args, runtime, pair, loss, task, train_features, collate_fn):
+def classifier_teacher_targets(args, runtime, pair, loss, task, train_features, collate_fn):
     """``(train_features, teacher_outputs)`` for ``classifier_distillation_loss``: the teacher
     itself, or with ``--cache_teacher`` (when the loss uses the teacher) a ``TeacherCache`` filled
     here and the features with their ``example_index``."""
@@ -169,5 +178,91 @@ def classifier_distillation_loss(pair, loss, teacher_outputs):
         student_hidden = outputs.hidden_states[-1] if loss.uses_features else None
         return loss(outputs.loss, outputs.logits, teacher_logits, student_hidden, teacher_hidden,
                     batch["attention_mask"])
+
+    return compute_loss
+
+
+# --------------------------------------------------------------------------- span predictors (SQuAD)
+
+
+def load_span_teacher(args, loss, student, tokenizer, device):
+    """The frozen SQuAD teacher ``--teacher_name_or_path`` on ``device``, checked against the
+    student; None when no term of ``loss`` uses it (or nothing is trained)."""
+    if not (args.do_train and loss.uses_teacher):
+        return None
+    if not args.teacher_name_or_path:
+        raise UserError("--teacher_name_or_path is needed: --alpha_ce, --alpha_corr, --alpha_mse or --alpha_cos "
+                        "is above 0")
+    teacher_tokenizer = load_tokenizer(args.teacher_name_or_path, what="teacher", cache_dir=args.cache_dir)
+    teacher = load_question_answerer(args.teacher_name_or_path, what="teacher", cache_dir=args.cache_dir,
+                                     keep_head=True)
+    if check_pair(args, loss, student, teacher, tokenizer, teacher_tokenizer, args.model_name_or_path,
+                  args.teacher_name_or_path):
+        raise UserError(f"the student {args.model_name_or_path} and the teacher {args.teacher_name_or_path} "
+                        "tokenise differently; SQuAD's start and end logits are compared token by token over "
+                        "shared windows, so --alpha_ce needs the same tokenizer too: use a student with the "
+                        "teacher's tokenizer (for an uncased BERT teacher: distilbert-base-uncased)")
+    return teacher.to(device).eval().requires_grad_(False)
+
+
+def span_teacher_outputs(teacher, args, uses_features):
+    """``teacher_outputs(batch) -> (logits (B, T, 2), last hidden layer or None)`` of the frozen
+    teacher, without gradients: its start and end logits stacked on the last dimension, unmasked
+    (``teacher_span_logits`` masks them), from the student's windows with their ``token_type_ids``
+    (none with ``--omit_teacher_token_type_ids``); the hidden layer when ``uses_features``."""
+    accepted = forward_arguments(teacher) - ({"token_type_ids"} if args.omit_teacher_token_type_ids else set())
+
+    @torch.no_grad()
+    def teacher_outputs(batch):
+        outputs = teacher(**model_inputs(batch, accepted), output_hidden_states=uses_features)
+        logits = torch.stack([outputs.start_logits, outputs.end_logits], dim=-1)
+        return logits, outputs.hidden_states[-1] if uses_features else None
+
+    return teacher_outputs
+
+
+def span_teacher_targets(args, runtime, teacher, loss, train_features, collate_fn):
+    """``(train_features, teacher_outputs)`` for ``span_distillation_loss``: the teacher itself
+    (``span_teacher_outputs``), or with ``--cache_teacher`` a ``TeacherCache`` filled here (logits
+    at the positions the span loss reads) and the features with their ``example_index``."""
+    teacher_outputs = span_teacher_outputs(teacher, args, loss.uses_features)
+    if not args.cache_teacher:
+        return train_features, teacher_outputs
+    train_features = with_example_index(train_features)
+    cache = TeacherCache.fill(args, runtime, teacher, teacher_outputs, train_features, collate_fn, num_logits=2,
+                              hidden_width=hidden_width(teacher) if loss.uses_features else None,
+                              logits_per_token=True,
+                              padded_length=args.max_seq_length if args.pad_to_max_length else None)
+    return train_features, cache
+
+
+def teacher_span_logits(logits, batch, released_padding):
+    """The teacher's start and end logits from ``(B, T, 2)`` ``logits``, masked by ``span_logits``
+    as the student's are."""
+    outputs = QuestionAnsweringModelOutput(start_logits=logits[..., 0], end_logits=logits[..., 1])
+    return span_logits(outputs, batch, released_padding)
+
+
+def span_distillation_loss(student, loss, teacher_outputs, released_padding):
+    """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.loop.train`` on SQuAD windows.
+
+    The student's start and end logits (masked by ``span_logits``; ``released_padding`` with
+    ``--pad_to_max_length``) give the span loss; ``teacher_outputs(batch)``
+    (``span_teacher_outputs``, its ``TeacherCache``, or None when no term uses the teacher) the
+    teacher's logits and hidden layer; ``loss`` (a ``OneToOneLoss``) combines them, the KD term
+    over the start and the end logits.
+    """
+    student_accepted = forward_arguments(student)
+
+    def compute_loss(model, batch):
+        outputs = model(**model_inputs(batch, student_accepted), output_hidden_states=loss.uses_features)
+        student_logits = span_logits(outputs, batch, released_padding)
+        teacher_logits = teacher_hidden = None
+        if teacher_outputs is not None:
+            logits, teacher_hidden = teacher_outputs(batch)
+            teacher_logits = teacher_span_logits(logits, batch, released_padding)
+        student_hidden = outputs.hidden_states[-1] if loss.uses_features else None
+        return loss(span_loss(*student_logits, batch), student_logits, teacher_logits, student_hidden,
+                    teacher_hidden, batch["attention_mask"])
 
     return compute_loss
