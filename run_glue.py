@@ -10,17 +10,18 @@ Saves the fine-tuned model with ``save_pretrained`` in output_dir, writes
 server's test prediction files.
 """
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
+from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
 from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.glue import (
     add_glue_data_args,
     evaluate_splits,
-    load_eval_sets,
+    load_glue_dev_sets,
     load_prediction_sets,
     split_features,
     write_results,
 )
+from utils.glue_data import get_task
 from utils.models import forward_arguments, load_classifier, load_tokenizer
 from utils.loop import train
 from utils.runtime import save_trained, start_run
@@ -45,8 +46,8 @@ def parse_args(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    args = parse_args(argv)
-    task = args.task_name
+    command = parse_args(argv)
+    args, task = resolved_options(command), get_task(command.task_name)
     runtime, resume = start_run(args)
 
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, cache_dir=args.cache_dir,
@@ -56,8 +57,8 @@ def main(argv=None):
     accepted = forward_arguments(model)
     collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length, task.is_regression)
 
-    eval_sets = load_eval_sets(args, tokenizer) if args.do_train or args.do_eval else {}
-    prediction_sets = load_prediction_sets(args, tokenizer)
+    eval_sets = load_glue_dev_sets(args, task, tokenizer) if args.do_train or args.do_eval else {}
+    prediction_sets = load_prediction_sets(args, task, tokenizer)
 
     def forward(batch):
         return model(**model_inputs(batch, accepted)).logits
@@ -67,9 +68,9 @@ def main(argv=None):
         return evaluate_splits(forward, task, eval_sets, collate, args.per_device_eval_batch_size, runtime)
 
     if args.do_train:
-        train_features, _ = split_features(args, "train", args.max_train_samples, tokenizer)
+        train_features, _ = split_features(args, task, "train", args.max_train_samples, tokenizer)
         if runtime.is_main:
-            save_run_args(args, args.output_dir)
+            save_run_args(command, args.output_dir)
 
         def compute_loss(wrapped_model, batch):
             outputs = wrapped_model(**model_inputs(batch, accepted), labels=batch["labels"])

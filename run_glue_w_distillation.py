@@ -10,7 +10,7 @@ Trains and evaluates by default (as released); saves the student with ``save_pre
 writes ``eval_results.json``.
 """
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
+from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
 from utils.one_to_one import (
     add_distillation_args,
     classifier_distillation_loss,
@@ -23,11 +23,12 @@ from utils.features import PadCollator, model_inputs
 from utils.glue import (
     add_glue_data_args,
     evaluate_splits,
-    load_eval_sets,
+    load_glue_dev_sets,
     load_prediction_sets,
     split_features,
     write_results,
 )
+from utils.glue_data import get_task
 from utils.models import forward_arguments
 from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.loop import train
@@ -54,8 +55,8 @@ def parse_args(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    args = parse_args(argv)
-    task = args.task_name
+    command = parse_args(argv)
+    args, task = resolved_options(command), get_task(command.task_name)
     loss_fn = loss_from_args(args)
     runtime, resume = start_run(args)
 
@@ -63,8 +64,8 @@ def main(argv=None):
     student, tokenizer, teacher_tokens = pair.student, pair.tokenizer, pair.teacher_tokenizer
     student_accepted = forward_arguments(student)
     collate = PadCollator(pair.pad_token_ids, args.max_seq_length, args.pad_to_max_length, task.is_regression)
-    eval_sets = load_eval_sets(args, tokenizer, teacher_tokens) if args.do_eval else {}
-    prediction_sets = load_prediction_sets(args, tokenizer, teacher_tokens)
+    eval_sets = load_glue_dev_sets(args, task, tokenizer, teacher_tokens) if args.do_eval else {}
+    prediction_sets = load_prediction_sets(args, task, tokenizer, teacher_tokens)
 
     def forward(batch):
         return student(**model_inputs(batch, student_accepted)).logits
@@ -74,9 +75,10 @@ def main(argv=None):
         return evaluate_splits(forward, task, eval_sets, collate, args.per_device_eval_batch_size, runtime)
 
     if args.do_train:
-        train_features, _ = split_features(args, "train", args.max_train_samples, tokenizer, teacher_tokens)
+        train_features, _ = split_features(args, task, "train", args.max_train_samples, tokenizer,
+                                             teacher_tokens)
         if runtime.is_main:
-            save_run_args(args, args.output_dir)
+            save_run_args(command, args.output_dir)
         train_features, teacher_outputs = classifier_teacher_targets(args, runtime, pair, loss_fn, task, train_features,
                                                            collate)
         compute_loss = classifier_distillation_loss(pair, loss_fn, teacher_outputs)

@@ -8,7 +8,7 @@ aclImdb folder (``--data_dir``) or csv/json files; the fine-tuned model is saved
 output_dir_intermed, and the test-split accuracy to ``eval_results.json``.
 """
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
+from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
 from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.imdb import (
@@ -18,7 +18,7 @@ from utils.imdb import (
     evaluate_accuracy,
     load_eval_set,
     load_features,
-    set_max_seq_length,
+    imdb_max_seq_length,
     write_eval_results,
 )
 from utils.models import forward_arguments, load_classifier, load_tokenizer
@@ -45,14 +45,15 @@ def parse_args(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    args = parse_args(argv)
+    command = parse_args(argv)
+    args = resolved_options(command)
     runtime, resume = start_run(args)
 
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, cache_dir=args.cache_dir,
                                do_lower_case=args.do_lower_case)
     model = load_classifier(args.model_name_or_path, IMDB, cache_dir=args.cache_dir, keep_head=not args.do_train)
     model.to(runtime.device)
-    set_max_seq_length(args, tokenizer, model)
+    args = resolved_options(command, max_seq_length=imdb_max_seq_length(command.max_seq_length, tokenizer, model))
     accepted = forward_arguments(model)
     collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length)
     eval_set = load_eval_set(args, tokenizer) if args.do_eval else None
@@ -67,7 +68,7 @@ def main(argv=None):
     if args.do_train:
         train_features = load_features(args, "train", args.max_train_samples, tokenizer)
         if runtime.is_main:
-            save_run_args(args, args.output_dir)
+            save_run_args(command, args.output_dir)
 
         def compute_loss(wrapped_model, batch):
             outputs = wrapped_model(**model_inputs(batch, accepted), labels=batch["labels"])

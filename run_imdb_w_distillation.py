@@ -11,7 +11,7 @@ tokenizer) in output_dir, checkpoints and TensorBoard logs in output_dir_interme
 the test-split accuracy to ``eval_results.json``.
 """
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
+from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
 from utils.one_to_one import (
     add_distillation_args,
     classifier_distillation_loss,
@@ -28,7 +28,7 @@ from utils.imdb import (
     evaluate_accuracy,
     load_eval_set,
     load_features,
-    set_max_seq_length,
+    imdb_max_seq_length,
     write_eval_results,
 )
 from utils.models import forward_arguments
@@ -58,13 +58,15 @@ def parse_args(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    args = parse_args(argv)
+    command = parse_args(argv)
+    args = resolved_options(command)
     loss_fn = loss_from_args(args)
     runtime, resume = start_run(args)
 
     pair = load_student_and_teacher(args, IMDB, loss_fn, runtime.device)
     student, tokenizer, teacher_tokens = pair.student, pair.tokenizer, pair.teacher_tokenizer
-    set_max_seq_length(args, tokenizer, student, pair.teacher)
+    args = resolved_options(command, max_seq_length=imdb_max_seq_length(command.max_seq_length, tokenizer, student,
+                                                                        pair.teacher))
     student_accepted = forward_arguments(student)
     collate = PadCollator(pair.pad_token_ids, args.max_seq_length, args.pad_to_max_length)
     eval_set = load_eval_set(args, tokenizer, teacher_tokens) if args.do_eval else None
@@ -79,7 +81,7 @@ def main(argv=None):
     if args.do_train:
         train_features = load_features(args, "train", args.max_train_samples, tokenizer, teacher_tokens)
         if runtime.is_main:
-            save_run_args(args, args.output_dir)
+            save_run_args(command, args.output_dir)
         train_features, teacher_outputs = classifier_teacher_targets(args, runtime, pair, loss_fn, IMDB, train_features,
                                                            collate)
         compute_loss = classifier_distillation_loss(pair, loss_fn, teacher_outputs)

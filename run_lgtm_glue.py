@@ -20,23 +20,29 @@ import random
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
+from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
 from utils.errors import UserError, exit_on_user_error
-from transformers import get_scheduler
-
 from utils.features import PadCollator, model_inputs, tokenize_examples
 from utils.glue import (
     add_glue_data_args,
     evaluate_splits,
     labelled_features,
-    load_eval_sets,
-    load_examples,
+    load_glue_dev_sets,
+    load_glue_examples,
     load_prediction_sets,
     write_results,
 )
-from utils.lgtm import lgtm_student_loss, lgtm_teacher_grads, lgtm_teacher_loss
+from utils.glue_data import get_task
+from utils.lgtm import (
+    BestScore,
+    QuizBatches,
+    TeacherUpdate,
+    make_teacher_optimizer,
+    online_student_loss,
+    teacher_logits_of,
+)
+from utils.loop import make_optimizer, make_scheduler, planned_hook_calls, train
 from utils.models import (
     forward_arguments,
     is_sequence_classifier,
@@ -45,8 +51,7 @@ from utils.models import (
     load_tokenizer,
     same_vocabulary,
 )
-from utils.loop import epoch_batches, example_lengths, make_optimizer, planned_steps, train
-from utils.runtime import move_to_device, save_trained, start_run, write_json
+from utils.runtime import save_trained, start_run, write_json
 
 logger = logging.getLogger("run_lgtm_glue")
 
@@ -85,7 +90,6 @@ def parse_args(argv=None):
         raise UserError(f"--quiz_ratio must be between 0 and 1, got {args.quiz_ratio}")
     if args.temperature <= 0:
         raise UserError(f"--temperature must be positive, got {args.temperature}")
-    args.evaluate_during_training = args.do_eval
     return args
 
 
@@ -122,10 +126,10 @@ def load_models(args, task, tokenizer):
     return student, teacher
 
 
-def split_quiz(args, examples):
+def split_quiz(args, task, examples):
     """(training examples, quiz examples) for ``--quiz_source``."""
     if args.quiz_source == "validation":
-        quiz = load_examples(args, args.task_name.eval_splits[0])
+        quiz = load_glue_examples(args, task, task.eval_splits[0])
         return examples, quiz
     order = list(range(len(examples)))
     random.Random(args.seed).shuffle(order)
@@ -136,105 +140,20 @@ def split_quiz(args, examples):
             [e for i, e in enumerate(examples) if i in held_out])
 
 
-class QuizBatches:
-    """The quiz batch of each teacher update: the quiz set cycled in a shuffled order per pass,
-    a function of the number of updates so far (saved in checkpoints). With
-    ``--group_by_length`` the quiz batches are grouped by length like the training batches."""
-
-    def __init__(self, features, collate_fn, args, runtime):
-        if not features:
-            raise UserError("the quiz set has no examples")
-        self.features, self.collate_fn, self.args, self.runtime = features, collate_fn, args, runtime
-        self.lengths = example_lengths(features) if args.group_by_length else None
-        self.drawn = 0
-
-    def next(self):
-        plan = epoch_batches(len(self.features), self.args.per_device_train_batch_size, seed=self.args.seed + 1,
-                             epoch=self.drawn // self._batches_per_pass(), world_size=self.runtime.world_size,
-                             rank=self.runtime.rank, lengths=self.lengths)
-        batch = plan[self.drawn % len(plan)]
-        self.drawn += 1
-        return move_to_device(self.collate_fn([self.features[i] for i in batch]), self.runtime.device)
-
-    def _batches_per_pass(self):
-        return math.ceil(len(self.features) / (self.args.per_device_train_batch_size * self.runtime.world_size))
-
-    def state_dict(self):
-        return {"drawn": self.drawn}
-
-    def load_state_dict(self, state):
-        self.drawn = state["drawn"]
-
-
-class BestScore:
-    """The best dev metric so far (saved in checkpoints so that a resumed run keeps it)."""
-
-    def __init__(self):
-        self.value = -math.inf
-
-    def state_dict(self):
-        return {"value": self.value}
-
-    def load_state_dict(self, state):
-        self.value = state["value"]
-
-
-def average_across_processes(tensors, runtime):
-    """All-reduce (mean) a list of tensors, so that every process's teacher takes the same step."""
-    if runtime.distributed:
-        for tensor in tensors:
-            dist.all_reduce(tensor)
-            tensor.div_(runtime.world_size)
-
-
-def make_teacher_step(args, runtime, teacher, student, student_optimizer, quiz_batches, teacher_optimizer,
-                      teacher_scheduler):
-    """The teacher update of ProKT (or LGTM with ``--use_lgtm``) on one training batch.
-
-    Runs inside the training loop's autocast. The teacher's gradients are averaged over the
-    processes so that every process's teacher takes the same step.
-    """
-    teacher_params = list(teacher.parameters())
-    student_accepted, teacher_accepted = forward_arguments(student), forward_arguments(teacher)
-
-    def teacher_step(batch):
-        if args.use_lgtm:
-            grads = lgtm_teacher_grads(teacher, student, batch, quiz_batches.next(), student_optimizer,
-                                       alpha_kd=args.alpha_kd, t_alpha_kd=args.t_alpha_kd,
-                                       temperature=args.temperature, teacher_lr=teacher_scheduler.get_last_lr()[0],
-                                       r=args.lgtm_r)
-            for parameter, grad in zip(teacher_params, grads):
-                parameter.grad = grad
-        else:
-            student.eval()
-            with torch.no_grad():
-                student_logits = student(**model_inputs(batch, student_accepted)).logits
-            student.train()
-            outputs = teacher(**model_inputs(batch, teacher_accepted), labels=batch["labels"])
-            lgtm_teacher_loss(outputs.logits, student_logits, outputs.loss, t_alpha_kd=args.t_alpha_kd,
-                              temperature=args.temperature).backward()
-        average_across_processes([p.grad for p in teacher_params if p.grad is not None], runtime)
-        if args.max_grad_norm and args.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(teacher_params, args.max_grad_norm)
-        teacher_optimizer.step()
-        teacher_scheduler.step()
-        teacher_optimizer.zero_grad(set_to_none=True)
-
-    return teacher_step
-
-
 @exit_on_user_error
 def main(argv=None):
-    args = parse_args(argv)
-    task = args.task_name
+    command = parse_args(argv)
+    args = resolved_options(command, evaluate_during_training=command.do_eval)
+    task = get_task(args.task_name)
     runtime, resume = start_run(args)
 
+    # Models and evaluation data
     tokenizer = load_tokenizer(args.model_name_or_path, what="student", cache_dir=args.cache_dir)
     student, teacher = load_models(args, task, tokenizer)
     student.to(runtime.device)
     collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length, task.is_regression)
-    eval_sets = load_eval_sets(args, tokenizer) if args.do_eval else {}
-    prediction_sets = load_prediction_sets(args, tokenizer)
+    eval_sets = load_glue_dev_sets(args, task, tokenizer) if args.do_eval else {}
+    prediction_sets = load_prediction_sets(args, task, tokenizer)
 
     def logits_of(model):
         accepted = forward_arguments(model)
@@ -245,81 +164,83 @@ def main(argv=None):
         return evaluate_splits(logits_of(model), task, eval_sets, collate, args.per_device_eval_batch_size, runtime)
 
     if args.do_train:
-        train_lgtm(args, runtime, student, teacher, tokenizer, collate, eval_sets, evaluate_model, resume)
+        # Training and quiz data
+        teacher.to(runtime.device)
+        train_examples, quiz_examples = split_quiz(args, task, load_glue_examples(args, task, "train",
+                                                                                  args.max_train_samples))
+
+        def features_of(examples):
+            return labelled_features(tokenize_examples(tokenizer, examples, args.max_seq_length), examples)
+
+        train_features = features_of(train_examples)
+        quiz_batches = QuizBatches(features_of(quiz_examples), collate, batch_size=args.per_device_train_batch_size,
+                                   seed=args.seed + 1, group_by_length=args.group_by_length, runtime=runtime)
+
+        # The method: KD distils from the frozen teacher; ProKT and LGTM also update the teacher,
+        # one step on every micro-batch (the loop's micro_batch_hook)
+        student_optimizer = make_optimizer(student, args)
+        best = BestScore()
+        components = {"teacher": teacher, "quiz": quiz_batches, "best": best}
+        teacher_update = None
+        if args.train_teacher:
+            teacher_optimizer = make_teacher_optimizer(teacher, args.t_learning_rate, args.adam_epsilon)
+            # as long as the loop calls its micro_batch_hook: one teacher step per micro-batch
+            teacher_scheduler = make_scheduler(teacher_optimizer, args,
+                                               planned_hook_calls(len(train_features), args, runtime))
+            components.update(teacher_optimizer=teacher_optimizer, teacher_scheduler=teacher_scheduler)
+            teacher_update = TeacherUpdate(
+                teacher, student, teacher_optimizer, teacher_scheduler, runtime, t_alpha_kd=args.t_alpha_kd,
+                temperature=args.temperature, max_grad_norm=args.max_grad_norm,
+                quiz_batches=quiz_batches if args.use_lgtm else None, student_optimizer=student_optimizer,
+                alpha_kd=args.alpha_kd, lgtm_r=args.lgtm_r)
+            teacher.train()
+        else:
+            teacher.eval().requires_grad_(False)
+        if runtime.is_main:
+            save_run_args(command, args.output_dir)
+        compute_loss = online_student_loss(student, teacher_logits_of(teacher), alpha_kd=args.alpha_kd,
+                                           temperature=args.temperature)
+
+        # Evaluation, and the best student kept in output_dir
+        def evaluate(step):
+            metrics, teacher_metrics = evaluate_model(student), evaluate_model(teacher)
+            if args.train_teacher:
+                teacher.train()
+            logger.info("step %d: student %s, teacher %s", step, metrics, teacher_metrics)
+            return {**metrics, **{f"teacher_{name}": value for name, value in teacher_metrics.items()}}
+
+        def keep_best_student(step, metrics):
+            student_metrics = {name: value for name, value in metrics.items() if not name.startswith("teacher_")}
+            if student_metrics[task.main_metric] <= best.value:
+                return
+            best.value = student_metrics[task.main_metric]
+            save_trained(student, tokenizer, args.output_dir, runtime)
+            if runtime.is_main:
+                teacher_metrics = {name[len("teacher_"):]: value for name, value in metrics.items()
+                                   if name.startswith("teacher_")}
+                write_json(Path(args.output_dir) / "eval_results.json", dict(student_metrics, step=step))
+                write_json(Path(args.output_dir) / "teacher_eval_results.json", dict(teacher_metrics, step=step))
+
+        # Train!
+        result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
+                       compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate if eval_sets else None,
+                       on_evaluation=keep_best_student, micro_batch_hook=teacher_update,
+                       extra_components=components, resume_from=resume, optimizer=student_optimizer)
+        if eval_sets and result.global_step % args.eval_steps != 0:
+            keep_best_student(result.global_step, evaluate(result.global_step))
+        elif not eval_sets:
+            save_trained(student, tokenizer, args.output_dir, runtime, "student", result)
     elif eval_sets:
         metrics = evaluate_model(student)
         if runtime.is_main:
             write_json(Path(args.output_dir) / "eval_results.json", metrics)
 
+    # Test predictions (of the best student, when one was kept)
     if args.do_predict:
         if args.do_train and eval_sets:
             student = load_classifier(args.output_dir, task, what="best student", keep_head=True).to(runtime.device)
         student.eval()
         write_results(args, runtime, None, logits_of(student), {}, prediction_sets, collate)
-
-
-def train_lgtm(args, runtime, student, teacher, tokenizer, collate, eval_sets, evaluate_model, resume):
-    """Train the student with KD, ProKT or LGTM; keep the student with the best dev metric."""
-    task = args.task_name
-    teacher.to(runtime.device)
-    student_accepted, teacher_accepted = forward_arguments(student), forward_arguments(teacher)
-    train_examples, quiz_examples = split_quiz(args, load_examples(args, "train", args.max_train_samples))
-
-    def features_of(examples):
-        return labelled_features(tokenize_examples(tokenizer, examples, args.max_seq_length), examples)
-
-    train_features = features_of(train_examples)
-    quiz_batches = QuizBatches(features_of(quiz_examples), collate, args, runtime)
-    student_optimizer = make_optimizer(student, args)
-    best = BestScore()
-    components = {"teacher": teacher, "quiz": quiz_batches, "best": best}
-    if args.train_teacher:
-        teacher_optimizer = torch.optim.AdamW(teacher.parameters(), lr=args.t_learning_rate, eps=args.adam_epsilon,
-                                              weight_decay=0.0)
-        _, total_steps, _ = planned_steps(len(train_features), args, runtime)
-        teacher_updates = total_steps * args.gradient_accumulation_steps
-        warmup = args.warmup_steps or math.ceil(args.warmup_ratio * teacher_updates)
-        teacher_scheduler = get_scheduler(args.lr_scheduler_type, teacher_optimizer, num_warmup_steps=warmup,
-                                          num_training_steps=teacher_updates)
-        components.update(teacher_optimizer=teacher_optimizer, teacher_scheduler=teacher_scheduler)
-        teacher_step = make_teacher_step(args, runtime, teacher, student, student_optimizer, quiz_batches,
-                                         teacher_optimizer, teacher_scheduler)
-        teacher.train()
-    else:
-        teacher.eval().requires_grad_(False)
-    if runtime.is_main:
-        save_run_args(args, args.output_dir)
-
-    def compute_loss(model, batch):
-        if args.train_teacher:
-            teacher_step(batch)
-        with torch.no_grad():
-            teacher_logits = teacher(**model_inputs(batch, teacher_accepted)).logits
-        outputs = model(**model_inputs(batch, student_accepted), labels=batch["labels"])
-        loss = lgtm_student_loss(outputs.logits, teacher_logits, outputs.loss, alpha_kd=args.alpha_kd,
-                                 temperature=args.temperature)
-        return loss, {"student_ce": outputs.loss.detach()}
-
-    def evaluate(step):
-        metrics, teacher_metrics = evaluate_model(student), evaluate_model(teacher)
-        if args.train_teacher:
-            teacher.train()
-        logger.info("step %d: student %s, teacher %s", step, metrics, teacher_metrics)
-        if metrics[task.main_metric] > best.value:
-            best.value = metrics[task.main_metric]
-            save_trained(student, tokenizer, args.output_dir, runtime)
-            if runtime.is_main:
-                write_json(Path(args.output_dir) / "eval_results.json", dict(metrics, step=step))
-                write_json(Path(args.output_dir) / "teacher_eval_results.json", dict(teacher_metrics, step=step))
-        return {**metrics, **{f"teacher_{name}": value for name, value in teacher_metrics.items()}}
-
-    result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
-                   compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate if eval_sets else None,
-                   extra_components=components, resume_from=resume, optimizer=student_optimizer)
-    if eval_sets and result.global_step % args.eval_steps != 0:
-        evaluate(result.global_step)
-    elif not eval_sets:
-        save_trained(student, tokenizer, args.output_dir, runtime, "student", result)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ and its tokenizer with ``save_pretrained`` in output_dir, writes ``eval_results.
 ``nbest_predictions.json``; checkpoints and TensorBoard logs go to ``--output_dir_intermed``.
 """
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
+from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
 from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.models import forward_arguments, load_question_answerer, load_tokenizer
@@ -50,7 +50,8 @@ def parse_args(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    args = parse_args(argv)
+    command = parse_args(argv)
+    args = resolved_options(command)
     runtime, resume = start_run(args)
 
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, cache_dir=args.cache_dir,
@@ -72,7 +73,7 @@ def main(argv=None):
     if args.do_train:
         train_features = load_train_features(args, tokenizer)
         if runtime.is_main:
-            save_run_args(args, args.output_dir)
+            save_run_args(command, args.output_dir)
 
         def compute_loss(wrapped_model, batch):
             outputs = wrapped_model(**model_inputs(batch, accepted))

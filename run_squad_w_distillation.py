@@ -15,7 +15,7 @@ logits (the mean of the two KD terms). Saves the student with ``save_pretrained`
 with ``--pad_to_max_length``) and last hidden states are computed once before training.
 """
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, save_run_args
+from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
 from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.models import forward_arguments, load_question_answerer, load_tokenizer
@@ -67,7 +67,8 @@ def parse_args(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    args = parse_args(argv)
+    command = parse_args(argv)
+    args = resolved_options(command)
     loss_fn = loss_from_args(args)
     runtime, resume = start_run(args)
 
@@ -92,7 +93,7 @@ def main(argv=None):
     if args.do_train:
         train_features = load_train_features(args, tokenizer)
         if runtime.is_main:
-            save_run_args(args, args.output_dir)
+            save_run_args(command, args.output_dir)
         teacher_outputs = None
         if teacher is not None:
             train_features, teacher_outputs = span_teacher_targets(args, runtime, teacher, loss_fn, train_features,

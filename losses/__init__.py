@@ -1,4 +1,5 @@
-"""Distillation losses of the two papers (REFERENCE.md sections 1 and 2).
+"""Distillation losses of the two papers: the one-to-one mapping of Saadi et al. (2023) and KD,
+ProKT and LGTM as Ren et al. (ACL 2023) train them.
 
 Every function computes in float32 whatever the input dtype and works on any device.
 """
@@ -10,7 +11,7 @@ from losses.features import (
     sub_teacher_mask,
     token_rows,
 )
-from losses.logits import kd_loss, lgtm_kd_loss
+from losses.logits import kd_loss, lgtm_kd_loss, lgtm_student_loss, lgtm_teacher_loss
 from losses.one_to_one import OneToOneLoss
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "hidden_mse_loss",
     "kd_loss",
     "lgtm_kd_loss",
+    "lgtm_student_loss",
+    "lgtm_teacher_loss",
     "sub_teacher_mask",
     "token_rows",
 ]

@@ -1,4 +1,6 @@
-"""The full objective of the one-to-one mapping distillation (REFERENCE.md section 1, steps 3-9)."""
+"""The full objective of one-to-one mapping distillation (Saadi et al., "Learn From One
+Specialized Sub-Teacher: One-to-One Mapping for Feature-Based Knowledge Distillation",
+Findings of EMNLP 2023)."""
 
 from dataclasses import dataclass
 

@@ -156,8 +156,8 @@ def test_adam_lookahead_on_rows_is_those_rows_of_the_full_lookahead(steps_before
 
 
 def test_rows_path_equals_the_full_embedding_matrix(monkeypatch):
-    """The input embeddings handled on the rows x and q read (``token_rows``) against the whole
-    matrix (``token_rows`` disabled): a quiz without padding, a batch with it, ids in one only."""
+    """The input embeddings handled on the rows x and q read (``embedding_rows``) against the whole
+    matrix (``embedding_rows`` disabled): a quiz without padding, a batch with it, ids in one only."""
     teacher, student = tiny_bert(seed=0), tiny_bert(1, seed=1)
     optimizer = trained_optimizer(student, teacher, weight_decay=0.01)
     batch = random_batch(0, batch_size=5)
@@ -168,11 +168,11 @@ def test_rows_path_equals_the_full_embedding_matrix(monkeypatch):
     arguments = (teacher, student, batch, quiz_batch, optimizer)
 
     rows_used = []
-    token_rows = lgtm.token_rows
-    monkeypatch.setattr(lgtm, "token_rows", lambda *a: rows_used.append(token_rows(*a)) or rows_used[-1])
+    embedding_rows = lgtm.embedding_rows
+    monkeypatch.setattr(lgtm, "embedding_rows", lambda *a: rows_used.append(embedding_rows(*a)) or rows_used[-1])
     on_rows = lgtm_teacher_grads(*arguments, **HYPER_PARAMETERS, teacher_lr=1.0)
     assert rows_used and all(rows is not None for rows in rows_used)
-    monkeypatch.setattr(lgtm, "token_rows", lambda *a: None)
+    monkeypatch.setattr(lgtm, "embedding_rows", lambda *a: None)
     on_matrix = lgtm_teacher_grads(*arguments, **HYPER_PARAMETERS, teacher_lr=1.0)
     assert relative_error(on_rows, on_matrix) < 1e-5
 

@@ -1,4 +1,4 @@
-"""Command-line options shared by every script (DESIGN.md "Conventions")."""
+"""Command-line options shared by every script, and the options a run uses once resolved."""
 
 import argparse
 import json
@@ -99,13 +99,9 @@ def check_training_args(args):
     stages = [name for name in ("do_train", "do_eval", "do_predict") if hasattr(args, name)]
     if not any(getattr(args, name) for name in stages):
         raise UserError("nothing to do: pass " + ", ".join(f"--{name}" for name in stages))
-    if args.per_device_eval_batch_size is None:
-        args.per_device_eval_batch_size = args.per_device_train_batch_size
-    if args.eval_steps is None:
-        args.eval_steps = args.logging_steps
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                  "logging_steps", "eval_steps"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.fp16 and args.bf16:
         raise UserError("--fp16 and --bf16 exclude each other; pass one")
@@ -121,8 +117,23 @@ def check_training_args(args):
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
 
 
-def save_run_args(args, output_dir):
-    """Write the run's arguments to ``<output_dir>/run_args.json``."""
-    values = {key: value for key, value in vars(args).items() if key != "local_rank"}
+def resolved_options(command, **derived):
+    """The options a run uses: a copy of ``command``, the parsed command line (which stays as
+    typed: ``save_run_args`` records it), with the defaults that follow from other options filled
+    in (``--per_device_eval_batch_size``: the training batch size; ``--eval_steps``:
+    ``--logging_steps``) and the script's own ``derived`` values."""
+    values = dict(vars(command))
+    if values.get("per_device_eval_batch_size") is None:
+        values["per_device_eval_batch_size"] = values["per_device_train_batch_size"]
+    if values.get("eval_steps") is None:
+        values["eval_steps"] = values["logging_steps"]
+    values.update(derived)
+    return argparse.Namespace(**values)
+
+
+def save_run_args(command, output_dir):
+    """Write the command line as typed (``parse_args``' namespace, before ``resolved_options``)
+    to ``<output_dir>/run_args.json``: running the script again with these options repeats the run."""
+    values = {key: value for key, value in vars(command).items() if key != "local_rank"}
     path = Path(output_dir) / "run_args.json"
-    path.write_text(json.dumps(values, indent=2, sort_keys=True, default=str) + "\n")
+    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 def add_glue_data_args(parser, max_seq_length=128):
     group = parser.add_argument_group("data")
-    group.add_argument("--task_name", required=True, type=get_task,
+    group.add_argument("--task_name", required=True, type=task_name,
                        help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli (any case; sst-2, sts-b too)")
     group.add_argument("--data_dir", default=None,
                        help="glue_data/<TASK> (or glue_data) with the task's TSV files; default: the hub's nyu-mll/glue")
@@ -35,9 +35,14 @@ def add_glue_data_args(parser, max_seq_length=128):
     return group
 
 
-def load_examples(args, split, limit=None):
-    """The examples of one split from the file, the data dir or the hub (first ``limit`` only)."""
-    task = args.task_name
+def task_name(name):
+    """``--task_name`` as typed, once ``get_task`` knows it (the task itself is ``get_task(name)``)."""
+    get_task(name)
+    return name
+
+
+def load_glue_examples(args, task, split, limit=None):
+    """The examples of one split of ``task`` from the file, the data dir or the hub (first ``limit`` only)."""
     data_file = {"train": args.train_file, "test": getattr(args, "test_file", None)}.get(split)
     if split.startswith("validation") and args.validation_file:
         if split not in ("validation", "validation_matched"):
@@ -67,43 +72,43 @@ def build_features(args, tokenizer, examples, teacher_tokenizer=None):
     return labelled_features(features, examples)
 
 
-def split_features(args, split, limit, tokenizer, teacher_tokenizer=None):
-    """(features, examples) of one split."""
-    examples = load_examples(args, split, limit)
+def split_features(args, task, split, limit, tokenizer, teacher_tokenizer=None):
+    """(features, examples) of one split of ``task``."""
+    examples = load_glue_examples(args, task, split, limit)
     return build_features(args, tokenizer, examples, teacher_tokenizer), examples
 
 
-def _load_sets(args, splits, limit, key, tokenizer, teacher_tokenizer):
+def _load_sets(args, task, splits, limit, key, tokenizer, teacher_tokenizer):
     """``{split: (features, [example[key], ...])}`` for the non-empty ``splits``."""
     sets = {}
     for split in splits:
-        features, examples = split_features(args, split, limit, tokenizer, teacher_tokenizer)
+        features, examples = split_features(args, task, split, limit, tokenizer, teacher_tokenizer)
         if features:
             sets[split] = (features, [example[key] for example in examples])
     return sets
 
 
-def load_eval_sets(args, tokenizer, teacher_tokenizer=None):
+def load_glue_dev_sets(args, task, tokenizer, teacher_tokenizer=None):
     """``{split: (features, labels)}`` for the task's dev splits (MNLI: matched and mismatched)."""
-    return _load_sets(args, args.task_name.eval_splits, args.max_eval_samples, "label", tokenizer, teacher_tokenizer)
+    return _load_sets(args, task, task.eval_splits, args.max_eval_samples, "label", tokenizer, teacher_tokenizer)
 
 
-def load_test_sets(args, tokenizer, teacher_tokenizer=None):
+def load_test_sets(args, task, tokenizer, teacher_tokenizer=None):
     """``{split: (features, indices)}`` for the task's test splits."""
-    return _load_sets(args, args.task_name.test_splits, args.max_predict_samples, "idx", tokenizer, teacher_tokenizer)
+    return _load_sets(args, task, task.test_splits, args.max_predict_samples, "idx", tokenizer, teacher_tokenizer)
 
 
-def load_prediction_sets(args, tokenizer, teacher_tokenizer=None):
+def load_prediction_sets(args, task, tokenizer, teacher_tokenizer=None):
     """The test sets ``--do_predict`` writes predictions for, loaded before any training so that
     a missing test file stops the run at once: ``[(task, {split: (features, indices)})]``, with
     the diagnostic set (``AX.tsv``) for MNLI when it can be found."""
     if not args.do_predict:
         return []
-    test_sets = load_test_sets(args, tokenizer, teacher_tokenizer)
+    test_sets = load_test_sets(args, task, tokenizer, teacher_tokenizer)
     if not test_sets:
-        raise UserError(f"no test data for {args.task_name.name}: --do_predict needs its test split")
-    prediction_sets = [(args.task_name, test_sets)]
-    if args.task_name.name == "mnli":
+        raise UserError(f"no test data for {task.name}: --do_predict needs its test split")
+    prediction_sets = [(task, test_sets)]
+    if task.name == "mnli":
         try:
             examples = load_glue_diagnostic(args.data_dir, args.cache_dir)
         except UserError as missing:

@@ -80,17 +80,17 @@ def check_imdb_args(args):
         raise UserError(f"--head_tokens must not be negative, got {args.head_tokens}")
 
 
-def set_max_seq_length(args, tokenizer, *models):
-    """Resolve ``--max_seq_length``: default the most tokens every model reads (512 for BERT);
-    a larger value, or one that leaves no room for a review token, is refused."""
+def imdb_max_seq_length(max_seq_length, tokenizer, *models):
+    """The ``--max_seq_length`` a run uses: by default the most tokens every model reads (512 for
+    BERT); a larger value, or one that leaves no room for a review token, is refused."""
     limit = max_input_length(tokenizer, *models)
     least = tokenizer.num_special_tokens_to_add(pair=False) + 1
-    if args.max_seq_length is None:
-        args.max_seq_length = limit
-    elif not least <= args.max_seq_length <= limit:
+    if max_seq_length is None:
+        return limit
+    if not least <= max_seq_length <= limit:
         raise UserError(f"--max_seq_length must be between {least} and the model maximum {limit}, "
-                        f"got {args.max_seq_length}")
-    return args.max_seq_length
+                        f"got {max_seq_length}")
+    return max_seq_length
 
 
 # ---------------------------------------------------------------------------- readers

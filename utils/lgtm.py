@@ -1,34 +1,174 @@
-"""The LGTM teacher gradient (REFERENCE.md section 2): the teacher learns from the
-distillation influence of each training batch on the student's loss on a quiz batch.
+"""KD, ProKT and LGTM, a student trained online from a teacher (Ren et al., "Tailoring
+Instructions to Student's Learning Levels Boosts Knowledge Distillation", ACL 2023).
+
+What ``run_lgtm_glue.py`` runs besides the shared loop: the student's loss of one batch
+(``online_student_loss``), the teacher's update on each micro-batch (``TeacherUpdate``, the
+loop's ``micro_batch_hook``: ProKT's gradient, or LGTM's), the quiz batches LGTM draws, and the
+LGTM teacher gradient itself (``lgtm_teacher_grads``): the teacher learns from the distillation
+influence of each training batch on the student's loss on a quiz batch.
 
 Notation: theta the student's parameters, phi the teacher's, x the training batch, q the quiz
 batch, s and t the student's and teacher's logits, T the temperature, B the batch size.
 """
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from losses import lgtm_kd_loss
+from losses import lgtm_student_loss, lgtm_teacher_loss
+from utils.errors import UserError
+from utils.features import model_inputs
+from utils.loop import epoch_batches, example_lengths
 from utils.models import forward_arguments
+from utils.runtime import move_to_device
 
 BATCH_PIECES = 2
 PIECES_FROM_TOKENS = 1024  # smaller batches go through in one piece: there, calls cost more than memory
 
 
-def lgtm_student_loss(student_logits, teacher_logits, student_task_loss, *, alpha_kd, temperature):
-    """``alpha_kd * kd(s, t.detach(), T) + (1 - alpha_kd) * CE_s``."""
-    distillation = lgtm_kd_loss(student_logits, teacher_logits.detach(), temperature)
-    return alpha_kd * distillation + (1 - alpha_kd) * student_task_loss
+# --------------------------------------------------------------------------- KD, ProKT and LGTM training
 
 
-def lgtm_teacher_loss(teacher_logits, student_logits, teacher_task_loss, *, t_alpha_kd, temperature):
-    """``t_alpha_kd * kd(t, s.detach(), T) + (1 - t_alpha_kd) * CE_t``."""
-    distillation = lgtm_kd_loss(teacher_logits, student_logits.detach(), temperature)
-    return t_alpha_kd * distillation + (1 - t_alpha_kd) * teacher_task_loss
+def teacher_logits_of(teacher):
+    """``teacher_logits(batch)``: the teacher's logits without gradient, in the mode the teacher
+    is in (eval for KD's frozen teacher, train for the teacher ProKT and LGTM update)."""
+    accepted = forward_arguments(teacher)
+
+    @torch.no_grad()
+    def teacher_logits(batch):
+        return teacher(**model_inputs(batch, accepted)).logits
+
+    return teacher_logits
+
+
+def online_student_loss(student, teacher_logits, *, alpha_kd, temperature):
+    """``compute_loss(model, batch) -> (L_S, {"student_ce": CE_s})`` for ``utils.loop.train``:
+    ``lgtm_student_loss`` of the student's forward (``model``, the wrapped ``student``) against
+    ``teacher_logits(batch)`` (``teacher_logits_of``)."""
+    student_accepted = forward_arguments(student)
+
+    def compute_loss(model, batch):
+        targets = teacher_logits(batch)
+        outputs = model(**model_inputs(batch, student_accepted), labels=batch["labels"])
+        loss = lgtm_student_loss(outputs.logits, targets, outputs.loss, alpha_kd=alpha_kd, temperature=temperature)
+        return loss, {"student_ce": outputs.loss.detach()}
+
+    return compute_loss
+
+
+class QuizBatches:
+    """The quiz batch of each LGTM teacher update: the quiz set cycled in a shuffled order per
+    pass (seeded with ``seed``), a function of the number of updates so far (saved in
+    checkpoints). With ``group_by_length`` the quiz batches are grouped by length like the
+    training batches (``utils.loop.epoch_batches``)."""
+
+    def __init__(self, features, collate_fn, *, batch_size, seed, group_by_length, runtime):
+        if not features:
+            raise UserError("the quiz set has no examples")
+        self.features, self.collate_fn, self.runtime = features, collate_fn, runtime
+        self.batch_size, self.seed = batch_size, seed
+        self.lengths = example_lengths(features) if group_by_length else None
+        self.drawn = 0
+
+    def next(self):
+        plan = epoch_batches(len(self.features), self.batch_size, seed=self.seed,
+                             epoch=self.drawn // self._batches_per_pass(), world_size=self.runtime.world_size,
+                             rank=self.runtime.rank, lengths=self.lengths)
+        batch = plan[self.drawn % len(plan)]
+        self.drawn += 1
+        return move_to_device(self.collate_fn([self.features[i] for i in batch]), self.runtime.device)
+
+    def _batches_per_pass(self):
+        return math.ceil(len(self.features) / (self.batch_size * self.runtime.world_size))
+
+    def state_dict(self):
+        return {"drawn": self.drawn}
+
+    def load_state_dict(self, state):
+        self.drawn = state["drawn"]
+
+
+def average_across_processes(tensors, runtime):
+    """All-reduce (mean) a list of tensors in place, so that every process's teacher takes the
+    same step."""
+    if runtime.distributed:
+        for tensor in tensors:
+            dist.all_reduce(tensor)
+            tensor.div_(runtime.world_size)
+
+
+def make_teacher_optimizer(teacher, learning_rate, eps):
+    """The teacher's AdamW: every parameter, no weight decay."""
+    return torch.optim.AdamW(teacher.parameters(), lr=learning_rate, eps=eps, weight_decay=0.0)
+
+
+def prokt_teacher_backward(teacher, student, batch, *, t_alpha_kd, temperature):
+    """ProKT's teacher gradient, accumulated into the teacher's ``.grad``: the backward of
+    ``lgtm_teacher_loss`` on ``batch`` against the student's logits (the student in eval mode,
+    without gradient, and in train mode after)."""
+    student.eval()
+    with torch.no_grad():
+        student_logits = student(**model_inputs(batch, forward_arguments(student))).logits
+    student.train()
+    outputs = teacher(**model_inputs(batch, forward_arguments(teacher)), labels=batch["labels"])
+    lgtm_teacher_loss(outputs.logits, student_logits, outputs.loss, t_alpha_kd=t_alpha_kd,
+                      temperature=temperature).backward()
+
+
+class TeacherUpdate:
+    """The teacher's update on one training micro-batch, ``micro_batch_hook`` of
+    ``utils.loop.train``: ProKT's gradient (``prokt_teacher_backward``), or with ``quiz_batches``
+    LGTM's (``lgtm_teacher_grads`` on the next quiz batch, at the teacher's current learning
+    rate), averaged across processes, clipped to ``max_grad_norm``, then one step of ``optimizer``
+    and of ``scheduler``."""
+
+    def __init__(self, teacher, student, optimizer, scheduler, runtime, *, t_alpha_kd, temperature, max_grad_norm,
+                 quiz_batches=None, student_optimizer=None, alpha_kd=None, lgtm_r=0.01):
+        self.teacher, self.student, self.optimizer, self.scheduler = teacher, student, optimizer, scheduler
+        self.runtime, self.max_grad_norm = runtime, max_grad_norm
+        self.t_alpha_kd, self.temperature = t_alpha_kd, temperature
+        self.quiz_batches, self.student_optimizer, self.alpha_kd, self.lgtm_r = (quiz_batches, student_optimizer,
+                                                                                 alpha_kd, lgtm_r)
+        self.parameters = list(teacher.parameters())
+
+    def __call__(self, batch):
+        if self.quiz_batches is not None:
+            grads = lgtm_teacher_grads(self.teacher, self.student, batch, self.quiz_batches.next(),
+                                       self.student_optimizer, alpha_kd=self.alpha_kd, t_alpha_kd=self.t_alpha_kd,
+                                       temperature=self.temperature, teacher_lr=self.scheduler.get_last_lr()[0],
+                                       r=self.lgtm_r)
+            for parameter, grad in zip(self.parameters, grads):
+                parameter.grad = grad
+        else:
+            prokt_teacher_backward(self.teacher, self.student, batch, t_alpha_kd=self.t_alpha_kd,
+                                   temperature=self.temperature)
+        average_across_processes([p.grad for p in self.parameters if p.grad is not None], self.runtime)
+        if self.max_grad_norm and self.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+class BestScore:
+    """The best dev metric so far (saved in checkpoints so that a resumed run keeps it)."""
+
+    def __init__(self):
+        self.value = -math.inf
+
+    def state_dict(self):
+        return {"value": self.value}
+
+    def load_state_dict(self, state):
+        self.value = state["value"]
+
+
+# --------------------------------------------------------------------------- the LGTM teacher gradient
 
 
 def forward(model, batch, parameters=None, inputs_embeds=None):
@@ -65,7 +205,7 @@ class Rows:
 
 
 @dataclass(frozen=True, eq=False)
-class TokenRows:
+class EmbeddingRows:
     """The rows of a model's input-embedding matrix (parameter ``name``) that a batch reads:
     ``ids``, its distinct input ids, sorted, and ``positions``, its ``input_ids`` as indices
     into ``ids``. The model on ``inputs_embeds = embed(table)`` is the model on ``input_ids``
@@ -85,8 +225,8 @@ class TokenRows:
                            padding_idx=self.padding_position)
 
 
-def token_rows(model, input_ids, trainable_names):
-    """``TokenRows`` of ``input_ids`` for ``model``; None unless the model's input embedding is a
+def embedding_rows(model, input_ids, trainable_names):
+    """``EmbeddingRows`` of ``input_ids`` for ``model``; None unless the model's input embedding is a
     plain ``nn.Embedding``, trainable (named in ``trainable_names``), read through ``input_ids``
     alone (no output embedding tied to it) and the forward takes ``inputs_embeds``."""
     embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
@@ -102,7 +242,7 @@ def token_rows(model, input_ids, trainable_names):
     if embedding.padding_idx is not None:
         found = (ids == embedding.padding_idx).nonzero()
         padding = int(found[0]) if len(found) else None
-    return TokenRows(name, ids, positions, padding)
+    return EmbeddingRows(name, ids, positions, padding)
 
 
 @contextlib.contextmanager
@@ -208,16 +348,16 @@ def finite_difference_influence(teacher, student, batch, direction, *, t_alpha_k
 
 def _influence(teacher, student, batch, direction, *, t_alpha_kd, temperature, r):
     """``finite_difference_influence`` with the teacher's input-embedding entry as ``Rows`` (the
-    rows the batch reads; zero elsewhere) where ``token_rows`` allows."""
+    rows the batch reads; zero elsewhere) where ``embedding_rows`` allows."""
     named_teacher = dict(teacher.named_parameters())
     norms = [torch.linalg.vector_norm(v.values if isinstance(v, Rows) else v) for v in direction.values()]
     direction_norm = float(torch.linalg.vector_norm(torch.stack(norms)))
     if direction_norm == 0:
         return [torch.zeros_like(p) for p in named_teacher.values()]
     eps = r / direction_norm
-    student_rows = token_rows(student, batch["input_ids"],
+    student_rows = embedding_rows(student, batch["input_ids"],
                               {name for name, v in direction.items() if isinstance(v, Rows)})
-    teacher_rows = token_rows(teacher, batch["input_ids"],
+    teacher_rows = embedding_rows(teacher, batch["input_ids"],
                               {name for name, p in named_teacher.items() if p.requires_grad})
     with modes_restored(teacher, student):
         teacher.eval()
@@ -271,15 +411,15 @@ def lgtm_teacher_grads(teacher, student, batch, quiz_batch, student_optimizer, *
     optimizer state, the teacher's grads and both models' modes are left as they were;
     the look-ahead student is evaluated functionally, without a copy of the model. The input
     embeddings' look-ahead, quiz gradient, perturbations and influence are computed on the rows
-    that x and q read (``TokenRows``): every other row of them is zero or unchanged.
+    that x and q read (``EmbeddingRows``): every other row of them is zero or unchanged.
     """
     with modes_restored(teacher, student):
         trainable = {name: p for name, p in student.named_parameters() if p.requires_grad}
-        batch_rows = token_rows(student, batch["input_ids"], trainable)
+        batch_rows = embedding_rows(student, batch["input_ids"], trainable)
         teacher_grads, student_grads = _batch_gradients(
             teacher, student, batch, trainable, batch_rows,
             alpha_kd=alpha_kd, t_alpha_kd=t_alpha_kd, temperature=temperature)
-        quiz_rows = token_rows(student, quiz_batch["input_ids"], trainable)
+        quiz_rows = embedding_rows(student, quiz_batch["input_ids"], trainable)
         lookahead = _lookahead(trainable, student_grads, student_optimizer, quiz_rows)
         del student_grads
         quiz_direction = _quiz_gradient(student, quiz_batch, lookahead, quiz_rows)

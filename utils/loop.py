@@ -130,6 +130,22 @@ def planned_steps(num_examples, args, runtime):
     return schedule_length(len(batches), args)
 
 
+def planned_hook_calls(num_examples, args, runtime):
+    """How many times ``train`` calls its ``micro_batch_hook`` in a run, the length to give a
+    schedule that the hook steps (the ProKT and LGTM teacher's): once per micro-batch, so total
+    optimizer steps x ``--gradient_accumulation_steps``. An epoch whose last accumulation is not
+    full calls it fewer times than that; the schedule then stops short of its end."""
+    _, total_steps, _ = planned_steps(num_examples, args, runtime)
+    return total_steps * args.gradient_accumulation_steps
+
+
+def make_scheduler(optimizer, args, total_steps):
+    """``--lr_scheduler_type`` over ``total_steps`` steps of ``optimizer``, warmed up over
+    ``--warmup_steps`` (or, when 0, ``--warmup_ratio`` of them)."""
+    warmup = args.warmup_steps or math.ceil(args.warmup_ratio * total_steps)
+    return get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
 def example_lengths(dataset):
     """Token counts of the features (their ``input_ids``), for grouping batches by length."""
     return [len(features["input_ids"]) for features in dataset]
@@ -169,25 +185,60 @@ def compile_errors_explained(args):
                         "C++ compiler)") from error
 
 
+def backward_micro_batch(compute_loss, forward_model, batch, *, runtime, scaler, accumulation,
+                         micro_batch_hook=None):
+    """One micro-batch of training: under the run's autocast, the method's ``micro_batch_hook``
+    (see ``train``) and then ``compute_loss``; the loss's backward, divided by ``accumulation``
+    and scaled by ``scaler`` (float16). Returns ``(loss, terms)``."""
+    with runtime.autocast():
+        if micro_batch_hook is not None:
+            micro_batch_hook(batch)
+        loss, terms = compute_loss(forward_model, batch)
+    scaler.scale(loss / accumulation).backward()
+    return loss, terms
+
+
+def optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm):
+    """The update after the last micro-batch of an accumulation: gradients unscaled (float16)
+    and clipped to ``max_grad_norm`` (when above 0), the step (which the scaler skips when a
+    float16 gradient overflowed), the scaler and the schedule advanced, gradients freed."""
+    if max_grad_norm and max_grad_norm > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, tokenizer=None,
-          evaluate=None, extra_components=None, resume_from=None, optimizer=None):
+          evaluate=None, on_evaluation=None, micro_batch_hook=None, extra_components=None, resume_from=None,
+          optimizer=None):
     """Train ``model`` (its parameters with requires_grad) and return a ``TrainResult``.
 
-    ``compute_loss(model, batch) -> (loss, terms)``: the scalar loss of one micro-batch and a
-    dict of detached tensors to log; it is given ``model`` wrapped for data parallelism and, with
-    ``--torch_compile``, compiled (``compiled``), and should call that for the trained forward.
+    ``compute_loss(model, batch) -> (loss, terms)`` computes the scalar loss of one micro-batch
+    and a dict of detached tensors to log, and changes nothing; it is given ``model`` wrapped for
+    data parallelism and, with ``--torch_compile``, compiled (``compiled``), and should call that
+    for the trained forward.
+
+    ``micro_batch_hook(batch)`` is where a method updates another model on each micro-batch (the
+    ProKT and LGTM teacher takes its own optimizer step there). It is called once per micro-batch,
+    before ``compute_loss`` and under the same autocast, whether or not that micro-batch ends an
+    accumulation: with k accumulation steps, k times per optimizer step of ``model``
+    (``planned_hook_calls`` gives the count for its schedule). Its optimizer and schedule, passed
+    in ``extra_components``, are saved in checkpoints with the rest.
+
     ``evaluate(global_step) -> dict`` runs every ``--eval_steps`` steps with
-    ``--evaluate_during_training``. ``extra_components`` are saved in and restored from
-    checkpoints with the optimizer (a method's second model or optimizer).
-    ``optimizer`` defaults to ``make_optimizer(model, args)``.
+    ``--evaluate_during_training``; ``on_evaluation(global_step, metrics)`` is then called with
+    its result (to keep the best model, say). ``extra_components`` (objects with ``state_dict``)
+    are saved in and restored from checkpoints with the optimizer. ``optimizer`` defaults to
+    ``make_optimizer(model, args)``.
     """
     model.to(runtime.device)
     model.train()
     optimizer = optimizer or make_optimizer(model, args)
     steps_per_epoch, total_steps, num_epochs = planned_steps(len(train_dataset), args, runtime)
-    warmup = args.warmup_steps or math.ceil(args.warmup_ratio * total_steps)
-    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
-                              num_training_steps=total_steps)
+    scheduler = make_scheduler(optimizer, args, total_steps)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
     components = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, **(extra_components or {})}
 
@@ -227,22 +278,16 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
         for batch_index, batch in enumerate(loader, start=position.batches_done):
             batch = move_to_device(batch, runtime.device)
             updates = (batch_index + 1) % accumulation == 0 or batch_index + 1 == len(plan)
+            # DDP averages gradients across processes only on the micro-batch that ends an accumulation
             sync = contextlib.nullcontext() if updates or not runtime.distributed else ddp_model.no_sync()
             with sync, compile_errors_explained(args):
-                with runtime.autocast():
-                    loss, terms = compute_loss(forward_model, batch)
-                scaler.scale(loss / accumulation).backward()
+                loss, terms = backward_micro_batch(compute_loss, forward_model, batch, runtime=runtime, scaler=scaler,
+                                                   accumulation=accumulation, micro_batch_hook=micro_batch_hook)
             logged.add(loss.detach(), terms)
             position.batches_done = batch_index + 1
             if not updates:
                 continue
-            if args.max_grad_norm and args.max_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scheduler, scaler, args.max_grad_norm)
             position.global_step += 1
             if position.batches_done == len(plan):
                 position.epoch, position.batches_done = position.epoch + 1, 0
@@ -263,6 +308,8 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
             if evaluate is not None and args.evaluate_during_training and step % args.eval_steps == 0:
                 metrics = evaluate(step)
                 model.train()
+                if on_evaluation is not None:
+                    on_evaluation(step, metrics)
                 if writer is not None:
                     for name, value in metrics.items():
                         writer.add_scalar(f"eval/{name}", value, step)

@@ -1,6 +1,6 @@
-"""One-to-one mapping distillation (Saadi et al., "Learning from a specialised sub-teacher:
-one-to-one mapping for feature-based knowledge distillation", 2023): everything its three scripts
-(GLUE, IMDB, SQuAD) run besides the shared loop.
+"""One-to-one mapping distillation (Saadi et al., "Learn From One Specialized Sub-Teacher:
+One-to-One Mapping for Feature-Based Knowledge Distillation", Findings of EMNLP 2023): everything
+its three scripts (GLUE, IMDB, SQuAD) run besides the shared loop.
 
 The loss options with each script's released defaults, the checks that a student and a teacher
 can be compared, and for each kind of model (sequence classifiers for GLUE and IMDB, span
