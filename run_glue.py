@@ -22,7 +22,7 @@ from utils.glue import (
     write_results,
 )
 from utils.glue_data import get_task
-from utils.models import forward_arguments, load_classifier, load_tokenizer
+from utils.models import fine_tuning_loss, forward_arguments, load_classifier, load_tokenizer
 from utils.loop import train
 from utils.runtime import save_trained, start_run
 
@@ -71,13 +71,8 @@ def main(argv=None):
         train_features, _ = split_features(args, task, "train", args.max_train_samples, tokenizer)
         if runtime.is_main:
             save_run_args(command, args.output_dir)
-
-        def compute_loss(wrapped_model, batch):
-            outputs = wrapped_model(**model_inputs(batch, accepted), labels=batch["labels"])
-            return outputs.loss, {}
-
         result = train(args, runtime, model=model, train_dataset=train_features, collate_fn=collate,
-                       compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate, resume_from=resume)
+                       compute_loss=fine_tuning_loss(model), tokenizer=tokenizer, evaluate=evaluate, resume_from=resume)
         save_trained(model, tokenizer, args.output_dir, runtime, "fine-tuned model", result)
 
     model.eval()

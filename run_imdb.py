@@ -21,7 +21,7 @@ from utils.imdb import (
     imdb_max_seq_length,
     write_eval_results,
 )
-from utils.models import forward_arguments, load_classifier, load_tokenizer
+from utils.models import fine_tuning_loss, forward_arguments, load_classifier, load_tokenizer
 from utils.loop import train
 from utils.runtime import save_trained, start_run
 
@@ -69,13 +69,8 @@ def main(argv=None):
         train_features = load_features(args, "train", args.max_train_samples, tokenizer)
         if runtime.is_main:
             save_run_args(command, args.output_dir)
-
-        def compute_loss(wrapped_model, batch):
-            outputs = wrapped_model(**model_inputs(batch, accepted), labels=batch["labels"])
-            return outputs.loss, {}
-
         result = train(args, runtime, model=model, train_dataset=train_features, collate_fn=collate,
-                       compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate if eval_set else None,
+                       compute_loss=fine_tuning_loss(model), tokenizer=tokenizer, evaluate=evaluate if eval_set else None,
                        resume_from=resume)
         save_trained(model, tokenizer, args.output_dir, runtime, "fine-tuned model", result)
 

@@ -20,8 +20,7 @@ from utils.squad import (
     check_window_length,
     load_eval_set,
     load_train_features,
-    span_logits,
-    span_loss,
+    span_fine_tuning_loss,
     stacked_span_logits,
     write_answers,
 )
@@ -74,13 +73,8 @@ def main(argv=None):
         train_features = load_train_features(args, tokenizer)
         if runtime.is_main:
             save_run_args(command, args.output_dir)
-
-        def compute_loss(wrapped_model, batch):
-            outputs = wrapped_model(**model_inputs(batch, accepted))
-            return span_loss(*span_logits(outputs, batch, args.pad_to_max_length), batch), {}
-
         result = train(args, runtime, model=model, train_dataset=train_features, collate_fn=collate,
-                       compute_loss=compute_loss, tokenizer=tokenizer,
+                       compute_loss=span_fine_tuning_loss(model, args.pad_to_max_length), tokenizer=tokenizer,
                        evaluate=(lambda step: answer().metrics) if eval_set else None, resume_from=resume)
         save_trained(model, tokenizer, args.output_dir, runtime, "fine-tuned model", result)
 

@@ -1,11 +1,13 @@
 """Throughput of one-to-one distillation on SST-2 lengths: dynamic padding against padding to 128.
 
-    python benchmarks/distillation_throughput.py --sst2_dir glue_data/SST-2
+    python -m benchmarks.distillation_throughput --sst2_dir glue_data/SST-2
 
 Reads the SST-2 training sentences, trains a WordPiece vocabulary on them (so token counts are
 realistic without downloading a tokenizer), builds a randomly initialised BERT teacher and
-DistilBERT student, and times full distillation steps (student forward, teacher forward,
-the paper's loss, backward, AdamW step) on the same random batches, padded to the longest
+DistilBERT student, and times full distillation steps as run_glue_w_distillation.py takes them
+(``utils.one_to_one.classifier_distillation_loss`` with the frozen teacher: student forward,
+teacher forward, the paper's loss; then the loop's backward, clipping and AdamW step) on the same
+random batches, padded to the longest
 sentence of each batch or to 128 tokens, the configurations taking turns step by step. Prints
 examples/s, real tokens/s, the share of the step spent in the loss terms (the step with the
 paper's loss against the same step with the task loss alone), and peak memory (CUDA: max
@@ -20,16 +22,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import LoopStep, bert, build_tokenizer, distilbert
+from losses import OneToOneLoss
+from utils.features import PadCollator, tokenize_examples
+from utils.glue_data import get_task, read_glue_tsv
+from utils.one_to_one import StudentAndTeacher, classifier_distillation_loss, classifier_teacher_outputs
+from utils.runtime import Runtime
 
-from losses import OneToOneLoss  # noqa: E402
-from utils.features import PadCollator, model_inputs, tokenize_examples  # noqa: E402
-from utils.glue_data import read_glue_tsv  # noqa: E402
-from utils.models import forward_arguments  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 PADDINGS = ("dynamic", "pad to 128")
 PAPER_LOSS = dict(alpha_task=0.5, alpha_ce=0.0, alpha_corr=0.005, alpha_mse=0.0, alpha_cos=0.0, do_mask=True)
 
@@ -52,27 +56,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def build_tokenizer(sentences, vocab_size):
-    """A BERT WordPiece tokenizer whose vocabulary is trained on ``sentences``."""
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertTokenizer
-
-    trainer = BertWordPieceTokenizer(lowercase=True)
-    trainer.train_from_iterator(sentences, vocab_size=vocab_size, show_progress=False)
-    return BertTokenizer(vocab=trainer.get_vocab(), do_lower_case=True)
-
-
 def build_models(args, vocab_size, device):
-    from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
-
     torch.manual_seed(0)
-    teacher = BertForSequenceClassification(BertConfig(
-        vocab_size=vocab_size, hidden_size=args.hidden, num_hidden_layers=args.teacher_layers,
-        num_attention_heads=args.heads, intermediate_size=4 * args.hidden, num_labels=2))
-    student = DistilBertForSequenceClassification(DistilBertConfig(
-        vocab_size=vocab_size, dim=args.hidden, n_layers=args.student_layers, n_heads=args.heads,
-        hidden_dim=4 * args.hidden, num_labels=2))
-    return teacher.to(device).eval().requires_grad_(False), student.to(device).train()
+    teacher = bert(vocab_size, args.hidden, args.heads, args.teacher_layers, device)
+    student = distilbert(vocab_size, args.hidden, args.heads, args.student_layers, device)
+    return teacher.eval().requires_grad_(False), student.train()
 
 
 def prepare(args):
@@ -92,27 +80,21 @@ def prepare(args):
         collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, padding == "pad to 128")
         batches[padding] = [collate(features[b * args.batch_size:(b + 1) * args.batch_size])
                             for b in range(len(chosen))]
-    return device, teacher, student, batches
+    return device, teacher, student, batches, tokenizer
 
 
-def make_step(args, device, teacher, student, loss_name):
-    """One full distillation step on a batch; returns the number of real tokens."""
+def make_step(args, device, teacher, student, tokenizer, loss_name):
+    """One full distillation step on a batch, as run_glue_w_distillation.py takes it."""
     loss_fn = OneToOneLoss(**PAPER_LOSS) if loss_name == "paper" else OneToOneLoss(alpha_task=1.0)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=5e-5)
-    student_args, teacher_args = forward_arguments(student), forward_arguments(teacher)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    runtime = Runtime(device, amp_dtype=torch.bfloat16 if args.bf16 else None)
+    pair = StudentAndTeacher(student, teacher, tokenizer)
+    teacher_outputs = classifier_teacher_outputs(pair, loss_fn, get_task("sst2"),
+                                                 SimpleNamespace(omit_teacher_token_type_ids=False))
+    compute_loss = classifier_distillation_loss(pair, loss_fn, teacher_outputs)
+    loop_step = LoopStep(student, runtime, 5e-5, args.warmup + args.steps)
 
     def step(batch):
-        batch = {key: value.to(device) for key, value in batch.items()}
-        with autocast:
-            outputs = student(**model_inputs(batch, student_args), labels=batch["labels"], output_hidden_states=True)
-            with torch.no_grad():
-                teacher_outputs = teacher(**model_inputs(batch, teacher_args), output_hidden_states=True)
-            loss, _ = loss_fn(outputs.loss, outputs.logits, teacher_outputs.logits, outputs.hidden_states[-1],
-                              teacher_outputs.hidden_states[-1], batch["attention_mask"])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loop_step(compute_loss, {key: value.to(device) for key, value in batch.items()}, lambda phase: None)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -123,17 +105,17 @@ def peak_memory(args, padding):
     """Peak memory of paper-loss steps at one padding: CUDA max allocated, or on the CPU the
     peak resident set size of a child process that runs only those steps."""
     if args.device.startswith("cuda"):
-        device, teacher, student, batches = prepare(args)
-        step = make_step(args, device, teacher, student, "paper")
+        device, teacher, student, batches, tokenizer = prepare(args)
+        step = make_step(args, device, teacher, student, tokenizer, "paper")
         torch.cuda.reset_peak_memory_stats()
         for batch in batches[padding][:3]:
             step(batch)
         return torch.cuda.max_memory_allocated() / 1e9
-    child = [sys.executable, __file__, "--sst2_dir", args.sst2_dir, "--batch_size", str(args.batch_size),
+    child = [sys.executable, "-m", "benchmarks.distillation_throughput", "--sst2_dir", args.sst2_dir, "--batch_size", str(args.batch_size),
              "--steps", "1", "--warmup", "1", "--hidden", str(args.hidden), "--heads", str(args.heads),
              "--teacher_layers", str(args.teacher_layers), "--student_layers", str(args.student_layers),
              "--vocab_size", str(args.vocab_size), "--device", args.device, "--memory_of", padding]
-    done = subprocess.run(child + (["--bf16"] if args.bf16 else []), capture_output=True, text=True)
+    done = subprocess.run(child + (["--bf16"] if args.bf16 else []), capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         sys.exit(f"the memory run ({padding}) failed:\n{done.stderr[-2000:]}")
     return float(done.stdout.strip().splitlines()[-1])
@@ -142,17 +124,17 @@ def peak_memory(args, padding):
 def main(argv=None):
     args = parse_args(argv)
     if args.memory_of:
-        device, teacher, student, batches = prepare(args)
-        step = make_step(args, device, teacher, student, "paper")
+        device, teacher, student, batches, tokenizer = prepare(args)
+        step = make_step(args, device, teacher, student, tokenizer, "paper")
         for batch in batches[args.memory_of]:
             step(batch)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9)
         return
     # measured first: a child started by a large parent would inherit the parent's peak RSS
     peaks = {padding: peak_memory(args, padding) for padding in PADDINGS}
-    device, teacher, student, batches = prepare(args)
+    device, teacher, student, batches, tokenizer = prepare(args)
     configurations = [(padding, loss_name) for padding in PADDINGS for loss_name in ("paper", "task only")]
-    steps = {config: make_step(args, device, teacher, student, config[1]) for config in configurations}
+    steps = {config: make_step(args, device, teacher, student, tokenizer, config[1]) for config in configurations}
     times = {config: [] for config in configurations}
     # the configurations take turns, step by step, so that a busy machine slows them alike
     for index in range(args.warmup + args.steps):

@@ -1,6 +1,6 @@
 """Training throughput on IMDB review lengths, with and without length grouping.
 
-    python benchmarks/imdb_throughput.py --data_dir aclImdb
+    python -m benchmarks.imdb_throughput --data_dir aclImdb
 
 Reads the reviews of an aclImdb folder (train and test; ``<br />`` turned into line breaks as
 the IMDB scripts do), trains a WordPiece vocabulary on them (realistic token counts without
@@ -8,26 +8,27 @@ downloading a tokenizer), truncates at 512 tokens as released, and builds a rand
 initialised BERT teacher and DistilBERT student from configs. It plans the same epochs of the
 same reviews with the training loop's ``epoch_batches``, without and with ``lengths``, and
 times full training steps, alternating the two plans step by step: one-to-one distillation
-steps (student forward, teacher forward, the IMDB script's loss, backward, AdamW step), or with
-``--mode teacher`` fine-tuning steps of the teacher. Prints examples/s, real (non-pad)
+steps as run_imdb_w_distillation.py takes them (student forward, teacher forward, the IMDB
+script's loss; the loop's backward, clipping and AdamW step), or with ``--mode teacher``
+run_imdb.py's fine-tuning steps of the teacher. Prints examples/s, real (non-pad)
 tokens/s, seconds per step and the padding waste (share of pad tokens in the padded batches).
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.distillation_throughput import build_models, build_tokenizer  # noqa: E402
-from losses import OneToOneLoss  # noqa: E402
-from utils.features import PadCollator, model_inputs  # noqa: E402
-from utils.imdb import read_aclimdb, tokenize_reviews  # noqa: E402
-from utils.models import forward_arguments  # noqa: E402
-from utils.loop import epoch_batches  # noqa: E402
+from benchmarks.common import LoopStep, build_tokenizer
+from benchmarks.distillation_throughput import build_models
+from losses import OneToOneLoss
+from utils.features import PadCollator
+from utils.imdb import IMDB, read_aclimdb, tokenize_reviews
+from utils.loop import epoch_batches
+from utils.models import fine_tuning_loss
+from utils.one_to_one import StudentAndTeacher, classifier_distillation_loss, classifier_teacher_outputs
+from utils.runtime import Runtime
 
 IMDB_LOSS = dict(alpha_task=0.5, alpha_corr=0.005)  # run_imdb_w_distillation.py's defaults
 
@@ -77,17 +78,21 @@ def padding_waste(features, batches):
 
 
 def make_step(args, tokenizer, features):
-    """``step(indices) -> (seconds, real tokens)``: one timed training step on those reviews."""
+    """``step(indices) -> (seconds, real tokens)``: one timed training step on those reviews, as
+    run_imdb.py (``--mode teacher``) or run_imdb_w_distillation.py takes it."""
     device = torch.device(args.device)
     teacher, student = build_models(args, len(tokenizer), device)
     if args.mode == "teacher":
-        model, loss_fn = teacher.train().requires_grad_(True), None
+        model = teacher.train().requires_grad_(True)
+        compute_loss = fine_tuning_loss(model)
     else:
-        model, loss_fn = student, OneToOneLoss(**IMDB_LOSS)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
-    accepted, teacher_accepted = forward_arguments(model), forward_arguments(teacher)
+        model, pair = student, StudentAndTeacher(student, teacher, tokenizer)
+        loss_fn = OneToOneLoss(**IMDB_LOSS)
+        compute_loss = classifier_distillation_loss(
+            pair, loss_fn, classifier_teacher_outputs(pair, loss_fn, IMDB, SimpleNamespace(omit_teacher_token_type_ids=False)))
+    runtime = Runtime(device, amp_dtype=torch.bfloat16 if args.bf16 else None)
+    loop_step = LoopStep(model, runtime, 5e-5, 1_000_000)
     collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
 
     def synchronize():
         if device.type == "cuda":
@@ -97,18 +102,7 @@ def make_step(args, tokenizer, features):
         batch = {key: value.to(device) for key, value in collate([features[i] for i in indices]).items()}
         synchronize()
         start = time.perf_counter()
-        with autocast:
-            outputs = model(**model_inputs(batch, accepted), labels=batch["labels"],
-                            output_hidden_states=loss_fn is not None)
-            loss = outputs.loss
-            if loss_fn is not None:
-                with torch.no_grad():
-                    teacher_outputs = teacher(**model_inputs(batch, teacher_accepted), output_hidden_states=True)
-                loss, _ = loss_fn(outputs.loss, outputs.logits, teacher_outputs.logits, outputs.hidden_states[-1],
-                                  teacher_outputs.hidden_states[-1], batch["attention_mask"])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loop_step(compute_loss, batch, lambda phase: None)
         synchronize()
         return time.perf_counter() - start, int(batch["attention_mask"].sum())
 

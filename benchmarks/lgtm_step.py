@@ -1,16 +1,17 @@
-"""Time and peak memory of one training step of KD, ProKT and LGTM (REFERENCE.md section 2).
+"""Time and peak memory of one training step of KD, ProKT and LGTM (Ren et al., ACL 2023).
 
 Each step is a full training step: the teacher update where the method has one, then the
-student update. "LGTM (released)" computes the teacher gradient the way the released code
-does (``released_lgtm_teacher_grads``, also the reference of tests/test_lgtm.py). Every method
-runs in its own subprocess, so that its peak memory is its own; their steps are interleaved.
+student update. KD, ProKT and LGTM are the steps run_lgtm_glue.py takes (the loop's micro-batch
+backward and optimizer step around ``utils.lgtm.online_student_loss``, with
+``utils.lgtm.TeacherUpdate`` as its micro_batch_hook); "LGTM (released)" computes the teacher
+gradient the way the released code does (``benchmarks.reference_pipeline``). Every method runs in
+its own subprocess, so that its peak memory is its own; their steps are interleaved.
 
-    python benchmarks/lgtm_step.py [--teacher_layers 6] [--student_layers 3] [--hidden 384]
+    python -m benchmarks.lgtm_step [--teacher_layers 6] [--student_layers 3] [--hidden 384]
                                    [--batch_size 16] [--seq_length 128] [--repeats 5] [--device cuda]
 """
 
 import argparse
-import copy
 import json
 import os
 import resource
@@ -22,94 +23,80 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from utils.lgtm import forward, lgtm_student_loss, lgtm_teacher_grads, lgtm_teacher_loss  # noqa: E402
+from benchmarks import reference_pipeline as reference
+from benchmarks.common import LoopStep, bert, training_options
+from utils.lgtm import TeacherUpdate, make_teacher_optimizer, online_student_loss, teacher_logits_of
+from utils.loop import make_scheduler
+from utils.runtime import Runtime
 
 ALPHA_KD, T_ALPHA_KD, TEMPERATURE, LEARNING_RATE = 1.0, 0.4, 1.0, 3e-5
+STEPS = 1_000_000  # the schedules' length: far beyond the steps taken, so that the learning rates stay put
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def released_lgtm_teacher_grads(teacher, student, batch, quiz_batch, student_optimizer, *,
-                                alpha_kd, t_alpha_kd, temperature, teacher_lr, r=0.01):
-    """``utils.lgtm.lgtm_teacher_grads`` the way the released code computes it: a deep copy of
-    the student (and its optimizer) takes a real AdamW step for the look-ahead, and the influence
-    is the difference of two full teacher gradients, the student's parameters moved in place to
-    theta + eps v, then theta - eps v, then back (up to rounding, as released)."""
-    teacher_was_training, student_was_training = teacher.training, student.training
-    teacher_out, student_out = forward(teacher, batch), forward(student, batch)
-    student_grads = torch.autograd.grad(
-        lgtm_student_loss(student_out.logits, teacher_out.logits, student_out.loss,
-                          alpha_kd=alpha_kd, temperature=temperature),
-        list(student.parameters()))
-    lookahead_student, lookahead_optimizer = copy.deepcopy((student, student_optimizer))
-    for param, grad in zip(lookahead_student.parameters(), student_grads):
-        param.grad = grad
-    lookahead_optimizer.step()
-    lookahead_student.zero_grad()
-    teacher_grads = torch.autograd.grad(
-        lgtm_teacher_loss(teacher_out.logits, student_out.logits, teacher_out.loss,
-                          t_alpha_kd=t_alpha_kd, temperature=temperature),
-        list(teacher.parameters()))
+class SameQuiz:
+    """The quiz source of ``TeacherUpdate``: always the setup's quiz batch."""
 
-    lookahead_student.train()
-    forward(lookahead_student, quiz_batch).loss.backward()
-    direction = [param.grad for param in lookahead_student.parameters()]
-    eps = r / torch.cat([v.flatten() for v in direction]).norm()
+    def __init__(self, quiz_batch):
+        self.quiz_batch = quiz_batch
 
-    teacher.eval()
-    student.eval()
-    teacher_grads_at = {}
-    for sign in (1, -2):
-        with torch.no_grad():
-            for param, v in zip(student.parameters(), direction):
-                param.add_(sign * eps * v)
-        teacher_out, student_out = forward(teacher, batch), forward(student, batch)
-        teacher_grads_at[sign] = torch.autograd.grad(
-            lgtm_teacher_loss(teacher_out.logits, student_out.logits, teacher_out.loss,
-                              t_alpha_kd=t_alpha_kd, temperature=temperature),
-            list(teacher.parameters()))
-    with torch.no_grad():
-        for param, v in zip(student.parameters(), direction):
-            param.add_(eps * v)
-    teacher.train(teacher_was_training)
-    student.train(student_was_training)
-    return [g - teacher_lr * (plus - minus) / (2 * eps)
-            for g, plus, minus in zip(teacher_grads, teacher_grads_at[1], teacher_grads_at[-2])]
+    def next(self):
+        return self.quiz_batch
 
 
 @dataclass
 class Setup:
-    """The models, their optimizers, a training batch and a quiz batch."""
+    """The models, a training batch and a quiz batch, and the method's step."""
 
     teacher: torch.nn.Module
     student: torch.nn.Module
-    teacher_optimizer: torch.optim.Optimizer
-    student_optimizer: torch.optim.Optimizer
     batch: dict
     quiz_batch: dict
+    step: object = None
 
 
-def make_setup(args):
-    """BERT teacher and student, AdamW optimizers (no weight decay), random padded batches."""
+def make_setup(args, method):
+    """BERT teacher and student, random padded batches, and ``method``'s step."""
     torch.manual_seed(0)
-    teacher = bert(args, args.teacher_layers).to(args.device)
-    student = bert(args, args.student_layers).to(args.device)
-    return Setup(
-        teacher, student,
-        torch.optim.AdamW(teacher.parameters(), lr=LEARNING_RATE, weight_decay=0.0),
-        torch.optim.AdamW(student.parameters(), lr=LEARNING_RATE, weight_decay=0.0),
-        random_batch(args), random_batch(args),
-    )
+    device = torch.device(args.device)
+    setup = Setup(bert(args.vocab_size, args.hidden, args.hidden // 64, args.teacher_layers, device),
+                  bert(args.vocab_size, args.hidden, args.hidden // 64, args.student_layers, device),
+                  random_batch(args), random_batch(args))
+    teacher, student = setup.teacher, setup.student
+    if method == "KD":
+        teacher.eval().requires_grad_(False)
+    if method == "LGTM (released)":
+        teacher_optimizer = reference.reference_optimizer(teacher.parameters(), LEARNING_RATE)
+        student_optimizer = reference.reference_optimizer(student.parameters(), LEARNING_RATE)
+
+        def released_step():
+            reference.lgtm_teacher_update(teacher, student, teacher_optimizer, student_optimizer, setup.batch,
+                                          setup.quiz_batch, ignore, alpha_kd=ALPHA_KD, t_alpha_kd=T_ALPHA_KD,
+                                          temperature=TEMPERATURE)
+            reference.student_update(teacher, student, student_optimizer, setup.batch, ignore, alpha_kd=ALPHA_KD,
+                                     temperature=TEMPERATURE)
+
+        setup.step = released_step
+        return setup
+    runtime = Runtime(device)
+    loop_step = LoopStep(student, runtime, LEARNING_RATE, STEPS)
+    teacher_update = None
+    if method != "KD":
+        teacher_optimizer = make_teacher_optimizer(teacher, LEARNING_RATE, 1e-8)
+        scheduler = make_scheduler(teacher_optimizer, training_options(LEARNING_RATE, STEPS), STEPS)
+        teacher_update = TeacherUpdate(teacher, student, teacher_optimizer, scheduler, runtime, t_alpha_kd=T_ALPHA_KD,
+                                       temperature=TEMPERATURE, max_grad_norm=1.0,
+                                       quiz_batches=SameQuiz(setup.quiz_batch) if method == "LGTM" else None,
+                                       student_optimizer=loop_step.optimizer, alpha_kd=ALPHA_KD)
+    compute_loss = online_student_loss(student, teacher_logits_of(teacher), alpha_kd=ALPHA_KD,
+                                       temperature=TEMPERATURE)
+    setup.step = lambda: loop_step(compute_loss, setup.batch, ignore, micro_batch_hook=teacher_update)
+    return setup
 
 
-def bert(args, num_layers):
-    """A randomly initialised BERT classifier (2 labels), ``hidden / 64`` heads."""
-    return BertForSequenceClassification(BertConfig(
-        vocab_size=args.vocab_size, hidden_size=args.hidden, num_hidden_layers=num_layers,
-        num_attention_heads=args.hidden // 64, intermediate_size=4 * args.hidden, num_labels=2,
-    ))
+def ignore(phase):
+    """The steps' phase marks, unused here: the whole step is timed."""
 
 
 def random_batch(args):
@@ -125,75 +112,27 @@ def random_batch(args):
     return {key: value.to(args.device) for key, value in batch.items()}
 
 
-def student_update(setup):
-    """Student step on L_S against the teacher's logits (teacher in eval mode, no grad)."""
-    setup.teacher.eval()
-    setup.student.train()
-    with torch.no_grad():
-        teacher_logits = forward(setup.teacher, setup.batch).logits
-    student_out = forward(setup.student, setup.batch)
-    lgtm_student_loss(student_out.logits, teacher_logits, student_out.loss,
-                      alpha_kd=ALPHA_KD, temperature=TEMPERATURE).backward()
-    setup.student_optimizer.step()
-    setup.student_optimizer.zero_grad()
-
-
-def prokt_teacher_update(setup):
-    """Teacher step on L_T against the student's logits (student in eval mode, no grad)."""
-    setup.teacher.train()
-    setup.student.eval()
-    with torch.no_grad():
-        student_logits = forward(setup.student, setup.batch).logits
-    teacher_out = forward(setup.teacher, setup.batch)
-    lgtm_teacher_loss(teacher_out.logits, student_logits, teacher_out.loss,
-                      t_alpha_kd=T_ALPHA_KD, temperature=TEMPERATURE).backward()
-    setup.teacher_optimizer.step()
-    setup.teacher_optimizer.zero_grad()
-
-
-def lgtm_teacher_update(setup, teacher_grads=lgtm_teacher_grads):
-    """Teacher step on the LGTM gradient (both models in train mode when it is computed)."""
-    setup.teacher.train()
-    setup.student.train()
-    grads = teacher_grads(
-        setup.teacher, setup.student, setup.batch, setup.quiz_batch, setup.student_optimizer,
-        alpha_kd=ALPHA_KD, t_alpha_kd=T_ALPHA_KD, temperature=TEMPERATURE,
-        teacher_lr=setup.teacher_optimizer.param_groups[0]["lr"])
-    for param, grad in zip(setup.teacher.parameters(), grads):
-        param.grad = grad
-    del grads
-    setup.teacher_optimizer.step()
-    setup.teacher_optimizer.zero_grad()
-
-
-METHODS = {
-    "KD": [student_update],
-    "ProKT": [prokt_teacher_update, student_update],
-    "LGTM": [lgtm_teacher_update, student_update],
-    "LGTM (released)": [lambda setup: lgtm_teacher_update(setup, released_lgtm_teacher_grads),
-                        student_update],
-}
+METHODS = ("KD", "ProKT", "LGTM", "LGTM (released)")
 
 
 def worker(method, args):
     """Build the setup, take the warm-up steps, print "ready"; then take one step per "step"
     line on stdin, printing its seconds; at the end of stdin print the memory as JSON."""
-    setup = make_setup(args)
+    setup = make_setup(args, method)
     memory_before = peak_memory_gb(args.device)
     for _ in range(args.warmup):
-        timed_step(method, setup, args.device)
+        timed_step(setup, args.device)
     print("ready", flush=True)
     for _ in sys.stdin:
-        print(timed_step(method, setup, args.device), flush=True)
+        print(timed_step(setup, args.device), flush=True)
     print(json.dumps({"memory_before": memory_before, "peak_memory": peak_memory_gb(args.device)}))
 
 
-def timed_step(method, setup, device):
-    """Seconds of one training step of ``method``."""
+def timed_step(setup, device):
+    """Seconds of one training step of the setup's method."""
     synchronize(device)
     start = time.perf_counter()
-    for update in METHODS[method]:
-        update(setup)
+    setup.step()
     synchronize(device)
     return time.perf_counter() - start
 
@@ -215,8 +154,8 @@ def measure(argv, args):
     change in the machine's load hits them alike. Returns median seconds and memory per method."""
     workers = {}
     for method in METHODS:
-        workers[method] = subprocess.Popen([sys.executable, __file__, *argv, "--worker", method],
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        workers[method] = subprocess.Popen([sys.executable, "-m", "benchmarks.lgtm_step", *argv, "--worker", method],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         if workers[method].stdout.readline().strip() != "ready":
             raise RuntimeError(f"the {method} worker stopped before its first step")
     durations = {method: [] for method in METHODS}

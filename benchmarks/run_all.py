@@ -1,10 +1,9 @@
 """One table: the project's training steps ("ours") against the released code's pipeline ("reference").
 
-    python benchmarks/run_all.py --sst2_dir glue_data/SST-2 [--batch_size 16] [--steps 2] [--warmup 1]
+    python -m benchmarks.run_all --sst2_dir glue_data/SST-2 [--batch_size 16] [--steps 2] [--warmup 1]
                                  [--teacher_layers 6] [--student_layers 3] [--hidden 384] [--no_memory]
 
-Rows (REFERENCE.md sections 1 and 2), each a full training step on SST-2 sentences (a new batch
-every step, its collation included):
+Rows, each a full training step on SST-2 sentences (a new batch every step, its collation included):
   one-to-one distillation  DistilBERT student, frozen BERT teacher, the paper's loss
                            (alpha_task 0.5, alpha_corr 0.005, do_mask)
   teacher fine-tuning      the BERT teacher on the task loss
@@ -20,28 +19,33 @@ every step, its collation included):
                            timed steps (a throughput, where the other rows take the median step)
 
 Pipelines:
-  ours       dynamic padding, batches grouped by length (utils.loop.epoch_batches with lengths=),
-             bf16 autocast on CUDA (float32 on the CPU), fused AdamW on CUDA (utils.loop.make_optimizer),
-             token rows by boolean indexing (losses.OneToOneLoss), the distillation row's teacher outputs
-             looked up in a utils.teacher_cache.TeacherCache filled before timing (not recomputed),
-             the functional LGTM teacher gradient (utils.lgtm.lgtm_teacher_grads)
+  ours       the functions the scripts run: the loop's micro-batch backward and optimizer step
+             (utils.loop.backward_micro_batch, optimizer_step: clipping, fused AdamW on CUDA, the linear
+             schedule) around each script's compute_loss (utils.models.fine_tuning_loss,
+             utils.one_to_one.classifier_distillation_loss with its teacher's utils.teacher_cache.TeacherCache
+             filled before timing, utils.lgtm.online_student_loss) and run_lgtm_glue.py's teacher update
+             (utils.lgtm.TeacherUpdate, the loop's micro_batch_hook; LGTM's quiz batches drawn by
+             utils.lgtm.QuizBatches); dynamic padding, batches grouped by length (utils.loop.epoch_batches
+             with lengths=), bf16 autocast on CUDA (float32 on the CPU)
   reference  benchmarks/reference_pipeline.py: random batches padded to 128, float32, masked_select
              token rows, the teacher forward on every step, plain AdamW, a deep copy of the student per
-             LGTM step (released_lgtm_teacher_grads of benchmarks/lgtm_step.py)
+             LGTM step (released_lgtm_teacher_grads)
 
 Time split (perf_counter between phases, torch.cuda.synchronize first on CUDA), shares of the step:
-  data     collating the batch (and the quiz batch) and moving it to the device
-  teacher  forwards without gradient that give targets: the frozen teacher (ours distillation: the
-           cache lookup), and in ProKT/LGTM the student's logits for the teacher update
-  fwd+bwd  forward and backward of the trained model(s); LGTM: the whole teacher-gradient computation
-  loss     the distillation loss terms, forward and backward: they are evaluated on detached leaf
-           copies of the logits / last hidden states, whose gradients are then passed into the model's
-           backward together with the task loss (the same gradients as one backward of the full loss)
-  optim    optimizer step and zero_grad
+  data      collating the batch (and the reference's quiz batch) and moving it to the device
+  teacher   forwards without gradient that give the student's targets: the frozen teacher (ours
+            distillation: the cache lookup), the KD/ProKT/LGTM teacher's logits
+  t-update  ProKT/LGTM: the teacher's whole update (its gradient, LGTM's quiz batch included, and its
+            optimizer step)
+  fwd+bwd   forward and backward of the trained student (or of the fine-tuned teacher)
+  optim     clipping, optimizer step and zero_grad
+The share of ours' distillation step spent in its loss terms is measured as the time the step loses
+against the same step with the task loss alone ("ours, task loss only", timed with the others),
+the teacher lookup left out: (paper step - its teacher phase - task-only step) / paper step.
 Model FLOPs of each step (benchmarks/flops.py, counted on the batches' padded shapes) give TFLOP/s
 and, for ours, the model FLOPs utilisation against --peak_tflops (default: the bf16 peak of a known
 CUDA GPU). The MFU of the distillation step at BERT-base -> 6-layer student shapes:
-    python benchmarks/run_all.py --sst2_dir glue_data/SST-2 --hidden 768 --heads 12 --teacher_layers 12 \
+    python -m benchmarks.run_all --sst2_dir glue_data/SST-2 --hidden 768 --heads 12 --teacher_layers 12 \
         --student_layers 6 --batch_size 32 --rows "one-to-one distillation"
 The configurations take turns step by step, so that a busy machine slows them alike. Peak memory:
 CUDA max allocated, or on the CPU the peak RSS, of a child process that runs only that
@@ -49,7 +53,6 @@ configuration (one step, optimizer state included), started before this process 
 """
 
 import argparse
-import contextlib
 import random
 import resource
 import statistics
@@ -61,33 +64,34 @@ from types import SimpleNamespace
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from distillation_throughput import PAPER_LOSS, build_tokenizer  # noqa: E402
-from flops import BF16_PEAK_TFLOPS, batch_flops, peak_tflops  # noqa: E402
-from reference_pipeline import (  # noqa: E402
-    MAX_SEQ_LENGTH,
-    reference_collator,
-    reference_optimizer,
-    released_lgtm_teacher_grads,
-    released_one_to_one_loss,
+from benchmarks import reference_pipeline as reference
+from benchmarks.common import LoopStep, bert, build_tokenizer, distilbert, marked, training_options, zero_classifier
+from benchmarks.distillation_throughput import PAPER_LOSS
+from benchmarks.flops import BF16_PEAK_TFLOPS, batch_flops, peak_tflops
+from benchmarks.reference_pipeline import MAX_SEQ_LENGTH
+from losses import OneToOneLoss
+from utils.features import PadCollator, tokenize_examples
+from utils.glue_data import get_task, read_glue_tsv
+from utils.lgtm import (
+    QuizBatches,
+    TeacherUpdate,
+    make_teacher_optimizer,
+    online_student_loss,
+    teacher_logits_of,
 )
+from utils.loop import epoch_batches, make_scheduler
+from utils.models import fine_tuning_loss
+from utils.one_to_one import StudentAndTeacher, classifier_distillation_loss, classifier_teacher_outputs
+from utils.runtime import Runtime, move_to_device
+from utils.teacher_cache import TeacherCache
 
-from losses import OneToOneLoss  # noqa: E402
-from utils.features import PadCollator, model_inputs, tokenize_examples  # noqa: E402
-from utils.glue_data import read_glue_tsv  # noqa: E402
-from utils.lgtm import forward, lgtm_student_loss, lgtm_teacher_grads, lgtm_teacher_loss  # noqa: E402
-from utils.models import forward_arguments  # noqa: E402
-from utils.teacher_cache import TeacherCache  # noqa: E402
-from utils.loop import epoch_batches, make_optimizer  # noqa: E402
-from utils.runtime import Runtime  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("one-to-one distillation", "teacher fine-tuning", "KD step", "ProKT step", "LGTM step",
         "LGTM step, quiz = x")
 LGTM_ROWS = ("LGTM step", "LGTM step, quiz = x")
 PIPELINES = ("ours", "reference")
-PHASES = ("data", "teacher", "fwd+bwd", "loss", "optim")
+PHASES = ("data", "teacher", "t-update", "fwd+bwd", "optim")
+TASK_ONLY = "ours, task loss only"  # the distillation row's step without the distillation terms
 ALPHA_KD, T_ALPHA_KD, TEMPERATURE = 1.0, 0.4, 1.0
 LEARNING_RATES = {"one-to-one distillation": 5e-5, "teacher fine-tuning": 2e-5}
 LGTM_LEARNING_RATE = 3e-5
@@ -146,13 +150,15 @@ def prepare_data(args):
     if any(len(pipeline_batches) < needed for pipeline_batches in batches.values()):
         sys.exit(f"{pool_size} sentences give fewer than {needed} batches: raise --pool_chunks")
     quiz_lengths = [len(feature["input_ids"]) for feature in quiz_features]
+    # ours draws its quiz batches with utils.lgtm.QuizBatches (seed 1, grouped by length): these are its first ones
     grouped_quiz = epoch_batches(len(quiz_features), args.batch_size, seed=1, epoch=0, lengths=quiz_lengths)
     quiz = {
         "ours": [[quiz_features[i] for i in grouped_quiz[step % len(grouped_quiz)]] for step in range(needed)],
         "reference": [[quiz_features[(step * args.batch_size + j) % len(quiz_features)]
                        for j in range(args.batch_size)] for step in range(needed)],
     }
-    return SimpleNamespace(tokenizer=tokenizer, features=features, lengths=lengths, batches=batches, quiz=quiz)
+    return SimpleNamespace(tokenizer=tokenizer, features=features, lengths=lengths, batches=batches, quiz=quiz,
+                           quiz_features=quiz_features)
 
 
 def representative(batches, lengths, count):
@@ -165,34 +171,27 @@ def representative(batches, lengths, count):
 
 
 class Pipeline:
-    """How one pipeline collates, moves, computes in and optimizes."""
+    """How one pipeline collates and moves its batches, and computes: ours as the scripts do
+    (dynamic padding, bf16 autocast on CUDA), the reference as released (padded to 128, float32)."""
 
     def __init__(self, name, data, device):
         self.name, self.data, self.device = name, data, device
-        self.ours = name == "ours"
+        self.ours = name != "reference"
         pad_id = data.tokenizer.pad_token_id
-        self.collate = PadCollator({"": pad_id}, MAX_SEQ_LENGTH) if self.ours else reference_collator(pad_id)
-        self.amp = torch.bfloat16 if self.ours and device.type == "cuda" else None
-
-    def autocast(self):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
+        self.collate = PadCollator({"": pad_id}, MAX_SEQ_LENGTH) if self.ours else reference.reference_collator(pad_id)
+        self.runtime = Runtime(device, amp_dtype=torch.bfloat16 if self.ours and device.type == "cuda" else None)
 
     def _to_device(self, batch):
-        return {key: value.to(self.device, non_blocking=self.ours) for key, value in batch.items()}
+        if self.ours:
+            return move_to_device(batch, self.device)
+        return {key: value.to(self.device) for key, value in batch.items()}
 
     def batch(self, step):
-        indices = self.data.batches[self.name][step]
+        indices = self.data.batches["ours" if self.ours else "reference"][step]
         return self._to_device(self.collate([self.data.features[i] for i in indices]))
 
     def quiz_batch(self, step):
-        return self._to_device(self.collate(self.data.quiz[self.name][step]))
-
-    def optimizer(self, model, lr):
-        if self.ours:
-            return make_optimizer(model, SimpleNamespace(weight_decay=0.0, learning_rate=lr, adam_epsilon=1e-8))
-        return reference_optimizer(model.parameters(), lr)
+        return self._to_device(self.collate(self.data.quiz["reference"][step]))
 
 
 class Timer:
@@ -215,191 +214,134 @@ class Timer:
         self.last = now
 
 
-# --------------------------------------------------------------------------- models and steps
+# --------------------------------------------------------------------------- steps
 
 
-def bert(args, vocab_size, num_layers, device):
-    from transformers import BertConfig, BertForSequenceClassification
+class LastBatch:
+    """A quiz source for ``TeacherUpdate``: the training batch itself ("LGTM step, quiz = x") or
+    ``QuizBatches``' next batch; remembers the last batch given, for the FLOP count."""
 
-    return BertForSequenceClassification(BertConfig(
-        vocab_size=vocab_size, hidden_size=args.hidden, num_hidden_layers=num_layers,
-        num_attention_heads=args.heads, intermediate_size=4 * args.hidden, num_labels=2)).to(device)
+    def __init__(self, quiz_batches=None):
+        self.quiz_batches, self.batch, self.last = quiz_batches, None, None
 
-
-def distilbert(args, vocab_size, device):
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
-
-    return DistilBertForSequenceClassification(DistilBertConfig(
-        vocab_size=vocab_size, dim=args.hidden, n_layers=args.student_layers, n_heads=args.heads,
-        hidden_dim=4 * args.hidden, num_labels=2)).to(device)
-
-
-def zero_classifier(model):
-    """``--init_classifier_to_zero``."""
-    with torch.no_grad():
-        model.classifier.weight.zero_()
-        model.classifier.bias.zero_()
-    return model
-
-
-def backward_through(task_weight, task_loss, output, leaf):
-    """The model's backward of ``task_weight * task_loss + loss_terms(output)``, where the loss
-    terms were already back-propagated to ``leaf`` (a detached copy of ``output``)."""
-    torch.autograd.backward([task_weight * task_loss, output], [None, leaf.grad])
-
-
-def student_update(pipe, teacher, student, optimizer, batch, timer):
-    """KD / ProKT / LGTM student step: L_S against the teacher's logits (teacher in eval mode)."""
-    teacher.eval()
-    student.train()
-    with torch.no_grad(), pipe.autocast():
-        teacher_logits = forward(teacher, batch).logits
-    timer.mark("teacher")
-    with pipe.autocast():
-        out = forward(student, batch)
-    timer.mark("fwd+bwd")
-    leaf = out.logits.detach().requires_grad_()
-    lgtm_student_loss(leaf, teacher_logits, out.loss.detach(), alpha_kd=ALPHA_KD, temperature=TEMPERATURE).backward()
-    timer.mark("loss")
-    backward_through(1 - ALPHA_KD, out.loss, out.logits, leaf)
-    timer.mark("fwd+bwd")
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    timer.mark("optim")
-
-
-def prokt_teacher_update(pipe, teacher, student, optimizer, batch, timer):
-    """ProKT teacher step: L_T against the student's logits (student in eval mode, no grad)."""
-    teacher.train()
-    student.eval()
-    with torch.no_grad(), pipe.autocast():
-        student_logits = forward(student, batch).logits
-    timer.mark("teacher")
-    with pipe.autocast():
-        out = forward(teacher, batch)
-    timer.mark("fwd+bwd")
-    leaf = out.logits.detach().requires_grad_()
-    lgtm_teacher_loss(leaf, student_logits, out.loss.detach(), t_alpha_kd=T_ALPHA_KD,
-                      temperature=TEMPERATURE).backward()
-    timer.mark("loss")
-    backward_through(1 - T_ALPHA_KD, out.loss, out.logits, leaf)
-    timer.mark("fwd+bwd")
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    timer.mark("optim")
-
-
-def lgtm_teacher_update(pipe, teacher, student, teacher_optimizer, student_optimizer, batch, quiz_batch, timer):
-    """LGTM teacher step: the functional gradient (ours) or the released deep-copy one (reference)."""
-    teacher.train()
-    student.train()
-    teacher_grads = lgtm_teacher_grads if pipe.ours else released_lgtm_teacher_grads
-    with pipe.autocast():
-        grads = teacher_grads(teacher, student, batch, quiz_batch, student_optimizer, alpha_kd=ALPHA_KD,
-                              t_alpha_kd=T_ALPHA_KD, temperature=TEMPERATURE,
-                              teacher_lr=teacher_optimizer.param_groups[0]["lr"])
-    timer.mark("fwd+bwd")
-    for parameter, grad in zip(teacher.parameters(), grads):
-        parameter.grad = grad
-    del grads
-    teacher_optimizer.step()
-    teacher_optimizer.zero_grad(set_to_none=True)
-    timer.mark("optim")
+    def next(self):
+        self.last = self.batch if self.quiz_batches is None else self.quiz_batches.next()
+        return self.last
 
 
 def build_step(row, pipe, args, vocab_size):
-    """``step(index, timer)`` of one configuration; models seeded alike in both pipelines."""
-    device = pipe.device
+    """``step(index, timer)`` of one configuration, returning its model FLOPs; models seeded alike
+    in every pipeline. Ours: the scripts' own functions; reference: ``reference_pipeline``."""
+    device, total_steps = pipe.device, args.warmup + args.steps
     torch.manual_seed(0)
     if row == "one-to-one distillation":
-        teacher = bert(args, vocab_size, args.teacher_layers, device).eval().requires_grad_(False)
-        student = distilbert(args, vocab_size, device).train()
-        optimizer = pipe.optimizer(student, LEARNING_RATES[row])
-        student_args, teacher_args = forward_arguments(student), forward_arguments(teacher)
+        teacher = bert(vocab_size, args.hidden, args.heads, args.teacher_layers, device).eval().requires_grad_(False)
+        student = distilbert(vocab_size, args.hidden, args.heads, args.student_layers, device).train()
+        if not pipe.ours:
+            optimizer = reference.reference_optimizer(student.parameters(), LEARNING_RATES[row])
 
-        def teacher_outputs(batch):
-            out = teacher(**model_inputs(batch, teacher_args), output_hidden_states=True)
-            return out.logits, out.hidden_states[-1]
+            def step(index, timer):
+                batch = pipe.batch(index)
+                timer.mark("data")
+                reference.distillation_step(student, teacher, optimizer, batch, timer.mark,
+                                            alpha_task=PAPER_LOSS["alpha_task"], alpha_corr=PAPER_LOSS["alpha_corr"],
+                                            do_mask=PAPER_LOSS["do_mask"])
+                return batch_flops(student, batch, 3) + batch_flops(teacher, batch, 1)
 
-        if pipe.ours:
-            cache_args = SimpleNamespace(cache_teacher_dtype="float16", cache_teacher_dir=None,
-                                         cache_teacher_max_memory_gb=4.0, per_device_eval_batch_size=64)
-            cache = TeacherCache.fill(cache_args, Runtime(device, amp_dtype=pipe.amp), teacher, teacher_outputs,
-                                      pipe.data.features, pipe.collate, num_logits=2, hidden_width=args.hidden)
-        loss_fn = OneToOneLoss(**PAPER_LOSS)
+            return step
+        loss_fn = OneToOneLoss(**PAPER_LOSS) if pipe.name == "ours" else OneToOneLoss(alpha_task=1.0)
+        pair = StudentAndTeacher(student, teacher, pipe.data.tokenizer)
+        teacher_outputs = classifier_teacher_outputs(pair, loss_fn, get_task("sst2"),
+                                                     SimpleNamespace(omit_teacher_token_type_ids=False))
+        cache = None  # the task loss alone does not read the teacher
+        if loss_fn.uses_teacher:
+            cache_options = SimpleNamespace(cache_teacher_dtype="float16", cache_teacher_dir=None,
+                                            cache_teacher_max_memory_gb=4.0, per_device_eval_batch_size=64)
+            cache = TeacherCache.fill(cache_options, pipe.runtime, teacher, teacher_outputs, pipe.data.features,
+                                      pipe.collate, num_logits=2, hidden_width=args.hidden)
+        loop_step = LoopStep(student, pipe.runtime, LEARNING_RATES[row], total_steps)
 
         def step(index, timer):
             batch = pipe.batch(index)
             timer.mark("data")
-            if pipe.ours:
-                teacher_logits, teacher_hidden = cache(batch)
-            else:
-                with torch.no_grad():
-                    teacher_logits, teacher_hidden = teacher_outputs(batch)
-            timer.mark("teacher")
-            with pipe.autocast():
-                out = student(**model_inputs(batch, student_args), labels=batch["labels"], output_hidden_states=True)
-            timer.mark("fwd+bwd")
-            hidden = out.hidden_states[-1]
-            leaf = hidden.detach().requires_grad_()
-            if pipe.ours:
-                loss, _ = loss_fn(out.loss.detach(), out.logits.detach(), teacher_logits, leaf, teacher_hidden,
-                                  batch["attention_mask"])
-            else:
-                loss = released_one_to_one_loss(out.loss.detach(), leaf, teacher_hidden, batch["attention_mask"],
-                                                alpha_task=PAPER_LOSS["alpha_task"],
-                                                alpha_corr=PAPER_LOSS["alpha_corr"], do_mask=PAPER_LOSS["do_mask"])
-            loss.backward()
-            timer.mark("loss")
-            backward_through(PAPER_LOSS["alpha_task"], out.loss, hidden, leaf)
-            timer.mark("fwd+bwd")
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            timer.mark("optim")
-            return batch_flops(student, batch, 3) + (0 if pipe.ours else batch_flops(teacher, batch, 1))
+            targets = None if cache is None else marked(cache, timer.mark, "fwd+bwd", "teacher")
+            compute_loss = classifier_distillation_loss(pair, loss_fn, targets)
+            loop_step(compute_loss, batch, timer.mark)
+            return batch_flops(student, batch, 3)
 
         return step
 
     if row == "teacher fine-tuning":
-        teacher = bert(args, vocab_size, args.teacher_layers, device).train()
-        optimizer = pipe.optimizer(teacher, LEARNING_RATES[row])
+        teacher = bert(vocab_size, args.hidden, args.heads, args.teacher_layers, device).train()
+        if pipe.ours:
+            loop_step = LoopStep(teacher, pipe.runtime, LEARNING_RATES[row], total_steps)
+        else:
+            optimizer = reference.reference_optimizer(teacher.parameters(), LEARNING_RATES[row])
 
         def step(index, timer):
             batch = pipe.batch(index)
             timer.mark("data")
-            with pipe.autocast():
-                out = forward(teacher, batch)
-            out.loss.backward()
-            timer.mark("fwd+bwd")
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            timer.mark("optim")
+            if pipe.ours:
+                loop_step(fine_tuning_loss(teacher), batch, timer.mark)
+            else:
+                reference.fine_tuning_step(teacher, optimizer, batch, timer.mark)
             return batch_flops(teacher, batch, 3)
 
         return step
 
     trains_teacher = row != "KD step"
-    teacher = bert(args, vocab_size, args.teacher_layers, device)
-    student = bert(args, vocab_size, args.student_layers, device)
+    teacher = bert(vocab_size, args.hidden, args.heads, args.teacher_layers, device)
+    student = bert(vocab_size, args.hidden, args.heads, args.student_layers, device)
     if trains_teacher:  # --train_teacher --init_classifier_to_zero
         zero_classifier(teacher)
         zero_classifier(student)
-        teacher_optimizer = pipe.optimizer(teacher, LGTM_LEARNING_RATE)
+        teacher.train()
     else:
         teacher.eval().requires_grad_(False)
-    student_optimizer = pipe.optimizer(student, LGTM_LEARNING_RATE)
+    if not pipe.ours:
+        teacher_optimizer = reference.reference_optimizer(teacher.parameters(), LGTM_LEARNING_RATE)
+        student_optimizer = reference.reference_optimizer(student.parameters(), LGTM_LEARNING_RATE)
+
+        def step(index, timer):
+            batch = pipe.batch(index)
+            quiz_batch = pipe.quiz_batch(index) if row == "LGTM step" else batch
+            timer.mark("data")
+            if row == "ProKT step":
+                reference.prokt_teacher_update(teacher, student, teacher_optimizer, batch, timer.mark,
+                                               t_alpha_kd=T_ALPHA_KD, temperature=TEMPERATURE)
+            elif row in LGTM_ROWS:
+                reference.lgtm_teacher_update(teacher, student, teacher_optimizer, student_optimizer, batch,
+                                              quiz_batch, timer.mark, alpha_kd=ALPHA_KD, t_alpha_kd=T_ALPHA_KD,
+                                              temperature=TEMPERATURE)
+            reference.student_update(teacher, student, student_optimizer, batch, timer.mark, alpha_kd=ALPHA_KD,
+                                     temperature=TEMPERATURE)
+            return step_flops(row, pipe, teacher, student, batch, quiz_batch)
+
+        return step
+
+    # ours: run_lgtm_glue.py's student loss, and its teacher update as the loop's micro_batch_hook
+    loop_step = LoopStep(student, pipe.runtime, LGTM_LEARNING_RATE, total_steps)
+    quiz = LastBatch(QuizBatches(pipe.data.quiz_features, pipe.collate, batch_size=args.batch_size, seed=1,
+                                 group_by_length=True, runtime=pipe.runtime) if row == "LGTM step" else None)
+    teacher_update = None
+    if trains_teacher:
+        teacher_optimizer = make_teacher_optimizer(teacher, LGTM_LEARNING_RATE, 1e-8)
+        teacher_scheduler = make_scheduler(teacher_optimizer, training_options(LGTM_LEARNING_RATE, total_steps),
+                                           total_steps)
+        teacher_update = TeacherUpdate(
+            teacher, student, teacher_optimizer, teacher_scheduler, pipe.runtime, t_alpha_kd=T_ALPHA_KD, temperature=TEMPERATURE, max_grad_norm=1.0,
+            quiz_batches=quiz if row in LGTM_ROWS else None, student_optimizer=loop_step.optimizer,
+            alpha_kd=ALPHA_KD)
 
     def step(index, timer):
         batch = pipe.batch(index)
-        quiz_batch = pipe.quiz_batch(index) if row == "LGTM step" else batch
+        quiz.batch = batch
         timer.mark("data")
-        if row == "ProKT step":
-            prokt_teacher_update(pipe, teacher, student, teacher_optimizer, batch, timer)
-        elif row in LGTM_ROWS:
-            lgtm_teacher_update(pipe, teacher, student, teacher_optimizer, student_optimizer, batch, quiz_batch,
-                                timer)
-        student_update(pipe, teacher, student, student_optimizer, batch, timer)
-        return step_flops(row, pipe, teacher, student, batch, quiz_batch)
+        compute_loss = online_student_loss(student, marked(teacher_logits_of(teacher), timer.mark, "t-update",
+                                                           "teacher"), alpha_kd=ALPHA_KD, temperature=TEMPERATURE)
+        hook = None if teacher_update is None else marked(teacher_update, timer.mark, "data", "t-update")
+        loop_step(compute_loss, batch, timer.mark, micro_batch_hook=hook)
+        return step_flops(row, pipe, teacher, student, batch, quiz.last if row in LGTM_ROWS else batch)
 
     return step
 
@@ -447,8 +389,8 @@ def peak_memories(args, argv, configurations):
     """One child process per configuration, run one after the other."""
     peaks = {}
     for row, pipeline in configurations:
-        done = subprocess.run([sys.executable, __file__, *argv, "--memory_of", f"{row}|{pipeline}"],
-                              capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "benchmarks.run_all", *argv, "--memory_of", f"{row}|{pipeline}"],
+                              capture_output=True, text=True, cwd=ROOT)
         if done.returncode != 0:
             sys.exit(f"the memory run of {row} ({pipeline}) failed:\n{done.stderr[-3000:]}")
         peaks[(row, pipeline)] = float(done.stdout.strip().splitlines()[-1])
@@ -476,11 +418,13 @@ def main(argv=None):
     start = time.perf_counter()
     # measured first: a child started by a grown parent would inherit the parent's peak RSS
     peaks = {} if args.no_memory else peak_memories(args, argv, configurations)
+    if "one-to-one distillation" in args.rows:
+        configurations.append(("one-to-one distillation", TASK_ONLY))
     memory_seconds = time.perf_counter() - start
 
     device = torch.device(args.device)
     data = prepare_data(args)
-    pipelines = {name: Pipeline(name, data, device) for name in PIPELINES}
+    pipelines = {name: Pipeline(name, data, device) for name in (*PIPELINES, TASK_ONLY)}
     steps = {(row, pipeline): build_step(row, pipelines[pipeline], args, len(data.tokenizer))
              for row, pipeline in configurations}
     records = {configuration: [] for configuration in configurations}
@@ -494,7 +438,7 @@ def main(argv=None):
     timed = range(args.warmup, args.warmup + args.steps)
     results = {}
     for row, pipeline in configurations:
-        batches = [data.batches[pipeline][index] for index in timed]
+        batches = [data.batches["reference" if pipeline == "reference" else "ours"][index] for index in timed]
         results[(row, pipeline)] = summarize(records[(row, pipeline)], [len(batch) for batch in batches],
                                              [sum(data.lengths[i] for i in batch) for batch in batches])
     print_table(args, results, peaks, device, time.perf_counter() - start, memory_seconds, data)
@@ -547,7 +491,9 @@ def print_table(args, results, peaks, device, total_seconds, memory_seconds, dat
         ours, reference = results[("one-to-one distillation", "ours")], results[("one-to-one distillation", "reference")]
         target("one-to-one distillation: ours / reference examples/s", ours["examples"] / reference["examples"], 5.0,
                times, True)
-        target("one-to-one distillation: loss terms share of ours' step", ours["shares"]["loss"], 0.05,
+        task_only = results[("one-to-one distillation", TASK_ONLY)]["seconds"]
+        loss_share = max(0.0, ours["seconds"] * (1 - ours["shares"]["teacher"]) - task_only) / ours["seconds"]
+        target("one-to-one distillation: loss terms share of ours' step", loss_share, 0.05,
                lambda value: f"{value:.1%}", False)
         if peak:
             print(f"{'one-to-one distillation: model FLOPs utilisation (ours)':<58} {ours['tflops'] / peak:>9.1%}  "
@@ -571,9 +517,9 @@ def print_table(args, results, peaks, device, total_seconds, memory_seconds, dat
                times, True)
     print()
     print("phases in % of the step (see the docstring): data = collate + to device; teacher = no-grad target "
-          "forwards (ours distillation: teacher-cache lookup); fwd+bwd = trained model(s), LGTM's teacher "
-          "gradient included; loss = distillation loss terms on detached leaves, forward + backward; "
-          "optim = optimizer step")
+          "forwards of the student's update (ours distillation: teacher-cache lookup); t-update = the ProKT/LGTM "
+          "teacher's update; fwd+bwd = the trained model; optim = clipping + optimizer step; loss terms share: "
+          "(paper step - its teacher phase - task-only step) / paper step")
     if "LGTM step" in args.rows:
         print("LGTM training: examples over the summed time of the timed LGTM steps (each on a new SST-2 batch, "
               "quiz batches cycled from dev.tsv)")

@@ -1,6 +1,6 @@
 """Speed of the SQuAD data path: making windows (windows/s) and turning logits into answers (questions/s).
 
-    python benchmarks/squad_speed.py dev-v1.1.json [--tokenizer bert-base-uncased]
+    python -m benchmarks.squad_speed dev-v1.1.json [--tokenizer bert-base-uncased]
 
 Reads a SQuAD v1.1 file, tokenises it into training windows (with answer positions; the first
 gold answer of each question) and evaluation windows (with character offsets and maximum-context
@@ -12,19 +12,15 @@ the best time is reported.
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from distillation_throughput import build_tokenizer  # noqa: E402
-from utils.models import load_tokenizer  # noqa: E402
-from utils.squad import best_answers, evaluation_windows, training_features  # noqa: E402
-from utils.squad_data import read_squad_file, training_examples  # noqa: E402
-from utils.squad_metrics import gold_answers, squad_scores  # noqa: E402
+from benchmarks.common import build_tokenizer
+from utils.models import load_tokenizer
+from utils.squad import best_answers, evaluation_windows, training_features
+from utils.squad_data import read_squad_file, training_examples
+from utils.squad_metrics import gold_answers, squad_scores
 
 
 def parse_args(argv=None):

@@ -14,7 +14,8 @@ from transformers import (
     DistilBertForSequenceClassification,
 )
 
-from benchmarks.lgtm_step import released_lgtm_teacher_grads
+from benchmarks.reference_pipeline import released_lgtm_teacher_grads
+from losses import lgtm_student_loss
 from utils import lgtm
 from utils.lgtm import (
     Rows,
@@ -22,7 +23,6 @@ from utils.lgtm import (
     adam_lookahead_rows,
     finite_difference_influence,
     forward,
-    lgtm_student_loss,
     lgtm_teacher_grads,
 )
 

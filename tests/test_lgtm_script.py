@@ -129,17 +129,16 @@ def test_lgtm_in_two_processes(encoders, glue_dir, tmp_path):
 
 @pytest.mark.parametrize("group_by_length", [False, True])
 def test_quiz_batches_cover_the_quiz_set_each_pass_and_group_by_length(group_by_length):
-    from types import SimpleNamespace
-
     from utils.features import PadCollator
+    from utils.lgtm import QuizBatches
     from utils.runtime import Runtime
 
     lengths = [2 + (7 * i) % 31 for i in range(64)]
     features = [{"input_ids": list(range(1, n + 1)), "attention_mask": [1] * n, "labels": i % 2}
                 for i, n in enumerate(lengths)]
-    args = SimpleNamespace(per_device_train_batch_size=8, seed=3, group_by_length=group_by_length)
     runtime = Runtime(device=torch.device("cpu"))
-    quiz = run_lgtm_glue.QuizBatches(features, PadCollator({"": 0}, 64), args, runtime)
+    quiz = QuizBatches(features, PadCollator({"": 0}, 64), batch_size=8, seed=4, group_by_length=group_by_length,
+                       runtime=runtime)
 
     padded, real = 0, 0
     for _ in range(2):  # two passes: each example once per pass, in another order

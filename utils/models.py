@@ -7,6 +7,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
 from utils.errors import UserError
+from utils.features import model_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,18 @@ def label_permutation(config, task):
     if not task.label_names or sorted(names) != sorted(task.label_names) or names == list(task.label_names):
         return None
     return [names.index(label) for label in task.label_names]
+
+
+def fine_tuning_loss(model):
+    """``compute_loss(wrapped_model, batch) -> (loss, {})`` of fine-tuning a sequence classifier
+    (``model``; ``wrapped_model`` is the loop's wrapped or compiled copy): its task loss on the
+    batch's labels (cross-entropy, or mean squared error for regression)."""
+    accepted = forward_arguments(model)
+
+    def compute_loss(wrapped_model, batch):
+        return wrapped_model(**model_inputs(batch, accepted), labels=batch["labels"]).loss, {}
+
+    return compute_loss
 
 
 def forward_arguments(model):

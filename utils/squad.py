@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from utils.cli import add_flag
 from utils.errors import UserError
-from utils.models import max_input_length
+from utils.features import model_inputs
+from utils.models import forward_arguments, max_input_length
 from utils.squad_data import HUB_DATASET, load_squad_split, squad_file, training_examples
 from utils.squad_metrics import gold_answers, squad_scores
 from utils.loop import predict
@@ -279,6 +280,19 @@ def span_loss(start_logits, end_logits, batch):
     return (F.cross_entropy(start_logits, batch["start_positions"])
             + F.cross_entropy(end_logits, batch["end_positions"])) / 2
 
+
+
+def span_fine_tuning_loss(model, released_padding):
+    """``compute_loss(wrapped_model, batch) -> (loss, {})`` of fine-tuning a span predictor
+    (``model``; ``wrapped_model`` is the loop's wrapped or compiled copy): ``span_loss`` of its
+    start and end logits, masked by ``span_logits`` (``released_padding``: ``--pad_to_max_length``)."""
+    accepted = forward_arguments(model)
+
+    def compute_loss(wrapped_model, batch):
+        outputs = wrapped_model(**model_inputs(batch, accepted))
+        return span_loss(*span_logits(outputs, batch, released_padding), batch), {}
+
+    return compute_loss
 
 def stacked_span_logits(outputs, width):
     """``(B, 2, width)``: start and end logits padded with -inf to ``width`` positions, so that

@@ -1,0 +1,85 @@
+"""What the benchmarks share: models built from configs, a WordPiece tokenizer trained on the
+benchmark's sentences, and ``LoopStep``, a training step of ours made of the loop's own pieces
+(``utils.loop.backward_micro_batch`` and ``utils.loop.optimizer_step``) around a script's
+``compute_loss`` and ``micro_batch_hook``."""
+
+from types import SimpleNamespace
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
+
+from utils.loop import backward_micro_batch, make_optimizer, make_scheduler, optimizer_step
+
+MAX_GRAD_NORM = 1.0  # the scripts' default --max_grad_norm
+
+
+def build_tokenizer(sentences, vocab_size):
+    """A BERT WordPiece tokenizer whose vocabulary is trained on ``sentences``."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizer
+
+    trainer = BertWordPieceTokenizer(lowercase=True)
+    trainer.train_from_iterator(sentences, vocab_size=vocab_size, show_progress=False)
+    return BertTokenizer(vocab=trainer.get_vocab(), do_lower_case=True)
+
+
+def bert(vocab_size, hidden, heads, num_layers, device, num_labels=2):
+    """A randomly initialised BERT classifier."""
+    return BertForSequenceClassification(BertConfig(
+        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=num_layers, num_attention_heads=heads,
+        intermediate_size=4 * hidden, num_labels=num_labels)).to(device)
+
+
+def distilbert(vocab_size, hidden, heads, num_layers, device, num_labels=2):
+    """A randomly initialised DistilBERT classifier."""
+    return DistilBertForSequenceClassification(DistilBertConfig(
+        vocab_size=vocab_size, dim=hidden, n_layers=num_layers, n_heads=heads, hidden_dim=4 * hidden,
+        num_labels=num_labels)).to(device)
+
+
+def zero_classifier(model):
+    """``--init_classifier_to_zero``."""
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+    return model
+
+
+def training_options(learning_rate, total_steps):
+    """The scripts' training options that the loop's optimizer and schedule read, at their defaults."""
+    return SimpleNamespace(learning_rate=learning_rate, weight_decay=0.0, adam_epsilon=1e-8, warmup_steps=0,
+                           warmup_ratio=0.0, lr_scheduler_type="linear", max_steps=total_steps)
+
+
+class LoopStep:
+    """One optimizer step of ours on one micro-batch, as ``utils.loop.train`` takes it: the
+    method's ``micro_batch_hook`` and ``compute_loss`` under the runtime's autocast, the backward,
+    then the clipped AdamW step (``make_optimizer``: fused on CUDA) and the linear schedule of
+    ``total_steps``. ``mark(phase)`` is called after the backward ("fwd+bwd") and after the
+    optimizer step ("optim")."""
+
+    def __init__(self, model, runtime, learning_rate, total_steps, optimizer=None):
+        options = training_options(learning_rate, total_steps)
+        self.model, self.runtime = model, runtime
+        self.optimizer = optimizer or make_optimizer(model, options)
+        self.scheduler = make_scheduler(self.optimizer, options, total_steps)
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
+
+    def __call__(self, compute_loss, batch, mark, micro_batch_hook=None):
+        backward_micro_batch(compute_loss, self.model, batch, runtime=self.runtime, scaler=self.scaler,
+                             accumulation=1, micro_batch_hook=micro_batch_hook)
+        mark("fwd+bwd")
+        optimizer_step(self.model, self.optimizer, self.scheduler, self.scaler, MAX_GRAD_NORM)
+        mark("optim")
+
+
+def marked(function, mark, before, after):
+    """``function`` that calls ``mark(before)`` when called and ``mark(after)`` when it returns:
+    the time of a call inside a step (a teacher lookup inside ``compute_loss``) goes to ``after``."""
+    def wrapped(*args, **kwargs):
+        mark(before)
+        result = function(*args, **kwargs)
+        mark(after)
+        return result
+
+    return wrapped
