@@ -34,6 +34,8 @@ from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.loop import train
 from utils.runtime import save_trained, start_run
 
+TASK_WEIGHT = "alpha_glue"  # the option that weighs the task loss
+
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,7 +46,7 @@ def parse_args(argv=None):
     add_flag(parser, "--do_eval", default=True, help="evaluate on dev (default True)")
     add_flag(parser, "--do_predict", "--do_test", help="write GLUE test predictions")
     add_glue_data_args(parser)
-    add_distillation_args(parser, "alpha_glue")
+    add_distillation_args(parser, TASK_WEIGHT)
     add_teacher_cache_args(parser)
     add_training_args(parser, batch_size=16, learning_rate=5e-5, epochs=3.0)
     args = parser.parse_args(argv)
@@ -57,7 +59,7 @@ def parse_args(argv=None):
 def main(argv=None):
     command = parse_args(argv)
     args, task = resolved_options(command), get_task(command.task_name)
-    loss_fn = loss_from_args(args)
+    loss_fn = loss_from_args(args, TASK_WEIGHT)
     runtime, resume = start_run(args)
 
     pair = load_student_and_teacher(args, task, loss_fn, runtime.device)

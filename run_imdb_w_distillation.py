@@ -36,6 +36,8 @@ from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.loop import train
 from utils.runtime import save_trained, start_run
 
+TASK_WEIGHT = "alpha_imdb"  # the option that weighs the task loss
+
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.splitlines()[0])
@@ -45,7 +47,7 @@ def parse_args(argv=None):
     add_flag(parser, "--do_train", default=True, help="train (default True)")
     add_flag(parser, "--do_eval", default=True, help="evaluate on the test split (default True)")
     add_imdb_data_args(parser)
-    add_distillation_args(parser, "alpha_imdb", alpha_ce=0.0, alpha_corr=0.005, alpha_mse=0.0, alpha_cos=0.0)
+    add_distillation_args(parser, TASK_WEIGHT, alpha_ce=0.0, alpha_corr=0.005, alpha_mse=0.0, alpha_cos=0.0)
     add_teacher_cache_args(parser)
     add_training_args(parser, batch_size=16, learning_rate=5e-5, epochs=3.0, group_by_length=True,
                       output_dir_intermed=True)
@@ -60,7 +62,7 @@ def parse_args(argv=None):
 def main(argv=None):
     command = parse_args(argv)
     args = resolved_options(command)
-    loss_fn = loss_from_args(args)
+    loss_fn = loss_from_args(args, TASK_WEIGHT)
     runtime, resume = start_run(args)
 
     pair = load_student_and_teacher(args, IMDB, loss_fn, runtime.device)

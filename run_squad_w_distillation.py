@@ -40,6 +40,8 @@ from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.loop import train
 from utils.runtime import save_trained, start_run
 
+TASK_WEIGHT = "alpha_squad"  # the option that weighs the task loss
+
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,7 +57,7 @@ def parse_args(argv=None):
     add_flag(parser, "--do_train")
     add_flag(parser, "--do_eval", help="evaluate on the predict file (after training, when training)")
     add_squad_data_args(parser)
-    add_distillation_args(parser, "alpha_squad", alpha_ce=0.0, alpha_corr=0.5, alpha_mse=0.0, alpha_cos=0.0)
+    add_distillation_args(parser, TASK_WEIGHT, alpha_ce=0.0, alpha_corr=0.5, alpha_mse=0.0, alpha_cos=0.0)
     add_training_args(parser, batch_size=16, learning_rate=5e-5, epochs=3.0, output_dir_intermed=True)
     add_teacher_cache_args(parser)
     args = parser.parse_args(argv)
@@ -69,7 +71,7 @@ def parse_args(argv=None):
 def main(argv=None):
     command = parse_args(argv)
     args = resolved_options(command)
-    loss_fn = loss_from_args(args)
+    loss_fn = loss_from_args(args, TASK_WEIGHT)
     runtime, resume = start_run(args)
 
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, what="student",

@@ -96,7 +96,7 @@ def test_distillation_seed_command(rte_teacher, tiny_models, glue_dir, tmp_path)
     assert set(results(out)) == {"accuracy", "eval_samples"}
     assert (out / "model.safetensors").is_file()
     run_args = json.loads((out / "run_args.json").read_text())
-    assert run_args["alpha_corr"] == 0.005 and run_args["do_mask"] is True and run_args["alpha_task"] == 0.5
+    assert run_args["alpha_corr"] == 0.005 and run_args["do_mask"] is True and run_args["alpha_glue"] == 0.5
     assert list((out / "runs").iterdir()), "TensorBoard events are written"
 
 

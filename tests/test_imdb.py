@@ -192,7 +192,7 @@ def test_both_spellings_of_the_model_option_and_the_released_defaults():
     args = run_imdb_w_distillation.parse_args(shlex.split(DISTILLATION_COMMAND.format(
         student="distilbert-base-uncased", teacher="./bert_model_fine_tuned_on_imdb", out="./output",
         intermed="./output_intermed")))
-    assert (args.alpha_task, args.alpha_corr, args.alpha_ce, args.alpha_mse, args.alpha_cos) == (0.5, 0.005, 0, 0, 0)
+    assert (args.alpha_imdb, args.alpha_corr, args.alpha_ce, args.alpha_mse, args.alpha_cos) == (0.5, 0.005, 0, 0, 0)
     assert (args.learning_rate, args.per_device_train_batch_size, args.num_train_epochs) == (5e-5, 16, 3.0)
     assert args.do_train and args.do_eval and args.group_by_length and not args.pad_to_max_length
     assert args.max_seq_length is None and args.truncation == "head" and not args.keep_br_tags
@@ -228,7 +228,7 @@ def test_distillation_seed_command(imdb_teacher, tiny_models, imdb_root, tmp_pat
     assert set(results(out)) == {"accuracy", "eval_samples"} and results(out)["eval_samples"] == 12
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     run_args = json.loads((out / "run_args.json").read_text())
-    assert run_args["alpha_task"] == 0.5 and run_args["alpha_corr"] == 0.005 and run_args["alpha_ce"] == 0
+    assert run_args["alpha_imdb"] == 0.5 and run_args["alpha_corr"] == 0.005 and run_args["alpha_ce"] == 0
     assert list((Path(f"{out}_intermed") / "runs").iterdir())
 
 

@@ -148,7 +148,7 @@ def test_distillation_seed_command(teacher, models, data_dir, tmp_path):
     assert set(results) == {"exact_match", "f1", "eval_samples"} and results["eval_samples"] == len(QUESTIONS)
     assert sorted(read_json(out / "predictions.json")) == QUESTION_IDS
     run_args = read_json(out / "run_args.json")
-    assert (run_args["alpha_task"], run_args["alpha_corr"], run_args["alpha_ce"], run_args["alpha_cos"],
+    assert (run_args["alpha_squad"], run_args["alpha_corr"], run_args["alpha_ce"], run_args["alpha_cos"],
             run_args["alpha_mse"], run_args["do_mask"]) == (0.5, 0.5, 0.0, 0.0, 0.0, False)
     assert (run_args["max_seq_length"], run_args["doc_stride"], run_args["max_query_length"], run_args["n_best_size"],
             run_args["max_answer_length"]) == (384, 128, 64, 20, 30)

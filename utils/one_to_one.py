@@ -35,8 +35,7 @@ def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=
     """The loss options of the one-to-one scripts; pass each script's released defaults
     (the GLUE script's are the keyword defaults here)."""
     group = parser.add_argument_group("distillation loss")
-    group.add_argument(f"--{task_weight_name}", type=float, default=0.5, dest="alpha_task",
-                       help="weight of the task loss")
+    group.add_argument(f"--{task_weight_name}", type=float, default=0.5, help="weight of the task loss")
     group.add_argument("--alpha_ce", type=float, default=alpha_ce, help="weight of the logit KD loss")
     group.add_argument("--alpha_corr", type=float, default=alpha_corr, help="weight of the cross-correlation loss")
     group.add_argument("--alpha_mse", type=float, default=alpha_mse, help="weight of the hidden-state MSE loss")
@@ -55,8 +54,11 @@ def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=
     return group
 
 
-def loss_from_args(args):
-    weights = [args.alpha_task, args.alpha_ce, args.alpha_corr, args.alpha_mse, args.alpha_cos]
+def loss_from_args(args, task_weight_name):
+    """The ``OneToOneLoss`` of the options ``add_distillation_args`` added (the task loss's weight
+    under ``--<task_weight_name>``), checked."""
+    alpha_task = getattr(args, task_weight_name)
+    weights = [alpha_task, args.alpha_ce, args.alpha_corr, args.alpha_mse, args.alpha_cos]
     if any(weight < 0 for weight in weights):
         raise UserError("loss weights must not be negative")
     if not any(weight > 0 for weight in weights):
@@ -66,7 +68,7 @@ def loss_from_args(args):
         raise UserError(f"--mask_prob must be in [0, 1), got {args.mask_prob}")
     if args.temperature <= 0:
         raise UserError(f"--temperature must be positive, got {args.temperature}")
-    return OneToOneLoss(alpha_task=args.alpha_task, alpha_ce=args.alpha_ce, alpha_corr=args.alpha_corr,
+    return OneToOneLoss(alpha_task=alpha_task, alpha_ce=args.alpha_ce, alpha_corr=args.alpha_corr,
                         alpha_mse=args.alpha_mse, alpha_cos=args.alpha_cos, temperature=args.temperature,
                         do_mask=args.do_mask, mask_prob=args.mask_prob,
                         off_diagonal_weight=args.off_diagonal_weight, normalizer=args.corr_normalizer)
