@@ -16,9 +16,9 @@ from utils.imdb import (
     add_imdb_data_args,
     check_imdb_args,
     evaluate_accuracy,
-    load_eval_set,
-    load_features,
     imdb_max_seq_length,
+    load_features,
+    load_imdb_test_set,
     write_eval_results,
 )
 from utils.models import fine_tuning_loss, forward_arguments, load_classifier, load_tokenizer
@@ -56,7 +56,7 @@ def main(argv=None):
     args = resolved_options(command, max_seq_length=imdb_max_seq_length(command.max_seq_length, tokenizer, model))
     accepted = forward_arguments(model)
     collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length)
-    eval_set = load_eval_set(args, tokenizer) if args.do_eval else None
+    eval_set = load_imdb_test_set(args, tokenizer) if args.do_eval else None
 
     def forward(batch):
         return model(**model_inputs(batch, accepted)).logits

@@ -26,9 +26,9 @@ from utils.imdb import (
     add_imdb_data_args,
     check_imdb_args,
     evaluate_accuracy,
-    load_eval_set,
-    load_features,
     imdb_max_seq_length,
+    load_features,
+    load_imdb_test_set,
     write_eval_results,
 )
 from utils.models import forward_arguments
@@ -71,7 +71,7 @@ def main(argv=None):
                                                                         pair.teacher))
     student_accepted = forward_arguments(student)
     collate = PadCollator(pair.pad_token_ids, args.max_seq_length, args.pad_to_max_length)
-    eval_set = load_eval_set(args, tokenizer, teacher_tokens) if args.do_eval else None
+    eval_set = load_imdb_test_set(args, tokenizer, teacher_tokens) if args.do_eval else None
 
     def forward(batch):
         return student(**model_inputs(batch, student_accepted)).logits

@@ -18,7 +18,7 @@ from utils.squad import (
     answer_questions,
     check_squad_args,
     check_window_length,
-    load_eval_set,
+    load_squad_eval_set,
     load_train_features,
     span_fine_tuning_loss,
     stacked_span_logits,
@@ -60,7 +60,7 @@ def main(argv=None):
     model.to(runtime.device)
     accepted = forward_arguments(model)
     collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length)
-    eval_set = load_eval_set(args, tokenizer) if args.do_eval else None
+    eval_set = load_squad_eval_set(args, tokenizer) if args.do_eval else None
 
     def forward(batch):
         return stacked_span_logits(model(**model_inputs(batch, accepted)), args.max_seq_length)

@@ -31,7 +31,7 @@ from utils.squad import (
     answer_questions,
     check_squad_args,
     check_window_length,
-    load_eval_set,
+    load_squad_eval_set,
     load_train_features,
     stacked_span_logits,
     write_answers,
@@ -83,7 +83,7 @@ def main(argv=None):
     student.to(runtime.device)
     student_accepted = forward_arguments(student)
     collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length)
-    eval_set = load_eval_set(args, tokenizer) if args.do_eval else None
+    eval_set = load_squad_eval_set(args, tokenizer) if args.do_eval else None
 
     def forward(batch):
         return stacked_span_logits(student(**model_inputs(batch, student_accepted)), args.max_seq_length)

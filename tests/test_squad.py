@@ -29,7 +29,7 @@ from utils.squad import (
     training_features,
 )
 from utils.squad_data import load_squad_split, read_squad_file, squad_file, training_examples
-from utils.squad_metrics import exact_match, f1, gold_answers, normalize_answer, squad_scores
+from utils.squad_metrics import exact_match, gold_answers, normalize_answer, squad_scores, token_f1
 from utils.tiny_models import make_tiny_bert, tiny_vocab
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,12 +68,12 @@ def test_exact_match_and_f1_on_hand_worked_cases():
     assert exact_match("The Denver Broncos!", "denver broncos") == 1.0
     assert exact_match("Denver", "Denver Broncos") == 0.0
     # prediction tokens [cat, sat], gold [cat, sat, on, mat]: P = 1, R = 1/2, F1 = 2/3
-    assert f1("the cat sat", "cat sat on the mat") == pytest.approx(2 / 3)
+    assert token_f1("the cat sat", "cat sat on the mat") == pytest.approx(2 / 3)
     # shared tokens counted with multiplicity: x x y / x y y share one x and one y: P = R = 2/3
-    assert f1("x x y", "x y y") == pytest.approx(2 / 3)
-    assert f1("Denver", "Carolina") == 0.0
+    assert token_f1("x x y", "x y y") == pytest.approx(2 / 3)
+    assert token_f1("Denver", "Carolina") == 0.0
     # as in the official script: two empty texts match exactly but share no token
-    assert exact_match("", "the") == 1.0 and f1("", "the") == 0.0
+    assert exact_match("", "the") == 1.0 and token_f1("", "the") == 0.0
 
 
 def test_scores_are_percentages_best_over_gold_answers_and_missing_questions_score_zero():

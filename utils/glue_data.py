@@ -295,7 +295,7 @@ def read_glue_file(task, path):
     it the examples are unlabelled, as are rows whose label is empty or -1.
     """
     task = get_task(task)
-    return examples_from_records(task, read_records(path), Path(path))
+    return glue_examples_from_records(task, read_records(path), Path(path))
 
 
 def read_records(path):
@@ -336,7 +336,7 @@ def decode_json(path, text, line_number):
         raise UserError(f"{path}: {where}: {error}") from None
 
 
-def examples_from_records(task, records, source):
+def glue_examples_from_records(task, records, source):
     """Examples from column-keyed records (csv/json rows, hub rows); UserErrors name ``source``."""
     if not records:
         raise UserError(f"{source} has no rows")
@@ -404,7 +404,7 @@ def load_glue_hub(task, split, cache_dir=None):
     except (ConnectionError, FileNotFoundError) as error:
         raise UserError(f"could not load {HUB_DATASET} ({task.name}, {split}) from the hub: {error}; "
                         "for local data pass --data_dir or --train_file/--validation_file") from None
-    return examples_from_records(task, dataset.to_list(), f"{HUB_DATASET} {task.name} {split}")
+    return glue_examples_from_records(task, dataset.to_list(), f"{HUB_DATASET} {task.name} {split}")
 
 
 def load_glue_split(task, split, data_dir=None, data_file=None, cache_dir=None):

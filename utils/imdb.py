@@ -130,7 +130,7 @@ def read_aclimdb(data_dir, split):
 
 def read_imdb_file(path, text_column="text", label_column="label"):
     """The reviews of a .csv, .json (a list of objects, or JSON lines) or .jsonl file."""
-    return examples_from_records(read_records(path), text_column, label_column, Path(path))
+    return reviews_from_records(read_records(path), text_column, label_column, Path(path))
 
 
 def load_imdb_hub(split, dataset_name="imdb", cache_dir=None):
@@ -143,10 +143,10 @@ def load_imdb_hub(split, dataset_name="imdb", cache_dir=None):
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"could not load {dataset_name} ({split}) from the hub: {reason}; for local data pass "
                         "--data_dir (an aclImdb folder) or --train_file/--validation_file") from None
-    return examples_from_records(dataset.to_list(), "text", "label", f"{dataset_name} {split}")
+    return reviews_from_records(dataset.to_list(), "text", "label", f"{dataset_name} {split}")
 
 
-def examples_from_records(records, text_column, label_column, source):
+def reviews_from_records(records, text_column, label_column, source):
     """Reviews from column-keyed records; UserErrors name ``source`` (and the row)."""
     if not records:
         raise UserError(f"{source} has no rows")
@@ -254,7 +254,7 @@ def load_features(args, split, limit, tokenizer, teacher_tokenizer=None):
     return review_features(args, tokenizer, load_imdb_split(args, split, limit), teacher_tokenizer)
 
 
-def load_eval_set(args, tokenizer, teacher_tokenizer=None):
+def load_imdb_test_set(args, tokenizer, teacher_tokenizer=None):
     """The test split's features (longest first with ``--group_by_length``, which fills the
     evaluation batches with reviews of similar length; accuracy does not depend on the order)."""
     features = load_features(args, "test", args.max_eval_samples, tokenizer, teacher_tokenizer)

@@ -15,7 +15,7 @@ def accuracy(predictions, labels):
     return float(sklearn_metrics.accuracy_score(labels, predictions))
 
 
-def f1(predictions, labels):
+def binary_f1(predictions, labels):
     """F1 of the positive class 1: 2 TP / (2 TP + FP + FN); 0.0 when there is no TP, FP or FN."""
     return float(sklearn_metrics.f1_score(labels, predictions, pos_label=1, zero_division=0.0))
 
@@ -52,7 +52,7 @@ def is_constant(values):
 
 METRICS = {
     "accuracy": accuracy,
-    "f1": f1,
+    "f1": binary_f1,
     "matthews_correlation": matthews_correlation,
     "pearson": pearson,
     "spearmanr": spearmanr,

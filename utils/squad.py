@@ -79,7 +79,7 @@ def split_file(args, split):
     return squad_file(args.data_dir, args.train_file if split == "train" else args.predict_file, split)
 
 
-def load_examples(args, split, limit=None):
+def load_squad_examples(args, split, limit=None):
     """The examples of ``train`` or ``validation`` (first ``limit`` questions only)."""
     examples = load_squad_split(split, split_file(args, split), args.cache_dir)
     return examples[:limit] if limit else examples
@@ -390,16 +390,16 @@ def window_options(args):
 
 def load_train_features(args, tokenizer):
     """Training windows with answer positions; unusable questions are skipped with a warning."""
-    examples = training_examples(load_examples(args, "train", args.max_train_samples),
+    examples = training_examples(load_squad_examples(args, "train", args.max_train_samples),
                                   split_file(args, "train") or f"{HUB_DATASET} train")
     features = training_features(tokenizer, examples, **window_options(args))
     logger.info("training on %d questions in %d windows", len(examples), len(features))
     return features
 
 
-def load_eval_set(args, tokenizer):
+def load_squad_eval_set(args, tokenizer):
     """The evaluation questions and their windows."""
-    examples = load_examples(args, "validation", args.max_eval_samples)
+    examples = load_squad_examples(args, "validation", args.max_eval_samples)
     unanswered = sum(not example["answers"] for example in examples)
     if 0 < unanswered < len(examples):
         logger.warning("%s: %d of %d questions have no gold answer; they are predicted but not scored",

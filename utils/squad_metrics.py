@@ -36,7 +36,7 @@ def exact_match(prediction, gold):
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
-def f1(prediction, gold):
+def token_f1(prediction, gold):
     """Token F1 of the normalised texts: ``2 P R / (P + R)`` with P and R the shares of the
     prediction's and the gold answer's tokens that the other has (counted with multiplicity);
     0.0 when they share no token."""
@@ -58,7 +58,7 @@ def squad_scores(predictions, gold_answers):
     for question_id, golds in gold_answers.items():
         if question_id in predictions:
             total_exact += max(exact_match(predictions[question_id], gold) for gold in golds)
-            total_f1 += max(f1(predictions[question_id], gold) for gold in golds)
+            total_f1 += max(token_f1(predictions[question_id], gold) for gold in golds)
     return {"exact_match": 100.0 * total_exact / len(gold_answers), "f1": 100.0 * total_f1 / len(gold_answers)}
 
 
