@@ -19,7 +19,7 @@ from transformers import AutoModelForSequenceClassification, FunnelConfig, Funne
 import run_glue_w_distillation
 import utils.loop
 from tests.conftest import run_main
-from utils.cli import ArgumentParser, add_training_args
+from utils.cli import ArgumentParser, add_training_args, resolved_options
 from utils.features import PadCollator, model_inputs
 from utils.glue_data import get_task, read_glue_tsv
 from utils.models import forward_arguments, load_classifier, load_tokenizer
@@ -173,8 +173,7 @@ def training_args(tmp_path, *extra):
     add_training_args(parser, batch_size=16, learning_rate=1e-3, epochs=2.0)
     args = parser.parse_args(["--output_dir", str(tmp_path), "--report_to", "none", "--disable_tqdm",
                               "--save_steps", "0", *extra])
-    args.per_device_eval_batch_size, args.eval_steps = 16, args.logging_steps
-    return args
+    return resolved_options(args, per_device_eval_batch_size=16)
 
 
 def test_group_by_length_sees_every_example_once_per_epoch_in_as_many_steps(models, glue_dir, tmp_path,

@@ -1,4 +1,5 @@
-"""The batch plan of the training loop: coverage, determinism, data parallel split, length grouping."""
+"""The training loop: its batch plan (coverage, determinism, data parallel split, length grouping) and
+the contract of its micro_batch_hook."""
 
 import random
 
@@ -46,3 +47,48 @@ def test_length_grouping_cuts_padding():
     grouped_plan = epoch_batches(4000, 16, seed=0, epoch=0, lengths=lengths)
     assert padded_tokens(grouped_plan) < 0.7 * padded_tokens(random_plan)
     assert grouped_plan != epoch_batches(4000, 16, seed=0, epoch=1, lengths=lengths)
+
+
+@pytest.mark.parametrize("accumulation, examples", [(1, 40), (3, 40), (2, 48)])
+def test_the_micro_batch_hook_runs_once_per_micro_batch_under_the_loop_autocast(accumulation, examples, tmp_path):
+    """``micro_batch_hook`` (the ProKT/LGTM teacher update) sees every micro-batch before
+    ``compute_loss``, under the run's autocast; ``planned_hook_calls`` counts those calls when
+    every accumulation is full, and bounds them otherwise."""
+    import math
+
+    import torch
+
+    from utils.cli import ArgumentParser, add_training_args, resolved_options
+    from utils.loop import planned_hook_calls, planned_steps, train
+    from utils.runtime import Runtime
+
+    parser = ArgumentParser()
+    add_training_args(parser, batch_size=8, learning_rate=1e-2, epochs=2.0)
+    args = resolved_options(parser.parse_args(
+        ["--output_dir", str(tmp_path), "--report_to", "none", "--disable_tqdm", "--save_steps", "0",
+         "--gradient_accumulation_steps", str(accumulation)]))
+    runtime = Runtime(device=torch.device("cpu"), amp_dtype=torch.bfloat16)
+    features = [{"x": torch.full((3,), float(i)), "y": torch.tensor(float(i % 2))} for i in range(examples)]
+    model = torch.nn.Linear(3, 1)
+    events = []
+
+    def hook(batch):
+        events.append(("hook", batch["x"][:, 0].tolist(), torch.is_autocast_enabled("cpu")))
+
+    def compute_loss(wrapped, batch):
+        events.append(("loss", batch["x"][:, 0].tolist(), torch.is_autocast_enabled("cpu")))
+        return torch.nn.functional.mse_loss(wrapped(batch["x"]).squeeze(-1).float(), batch["y"]), {}
+
+    collate = lambda rows: {key: torch.stack([row[key] for row in rows]) for key in rows[0]}  # noqa: E731
+    result = train(args, runtime, model=model, train_dataset=features, collate_fn=collate, compute_loss=compute_loss,
+                   micro_batch_hook=hook)
+    hooks, losses = events[0::2], events[1::2]
+    assert [kind for kind, _, _ in hooks] == ["hook"] * len(hooks) and len(hooks) == len(losses)
+    assert [rows for _, rows, _ in hooks] == [rows for _, rows, _ in losses], "the hook sees each micro-batch first"
+    assert all(autocast for _, _, autocast in events)
+    batches_per_epoch = math.ceil(examples / 8)
+    micro_batches = 2 * batches_per_epoch
+    assert len(hooks) == micro_batches
+    assert result.global_step == planned_steps(examples, args, runtime)[1]
+    planned = planned_hook_calls(examples, args, runtime)
+    assert planned == micro_batches if batches_per_epoch % accumulation == 0 else planned > micro_batches
