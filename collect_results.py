@@ -12,8 +12,8 @@ STS-B: Pearson and Spearman), MNLI matched accuracy only, CoLA Matthews correlat
 computed from the per-task means and left out ("incomplete") while a task has no finished run.
 A cell whose runs are not all finished says how many are; a cell without any finished run says
 "missing" (no run folder, no log) or "failed" (a run folder without eval_results.json, or only a
-log: the run failed, or is still running). Published numbers (the papers' tables) are shown as a "(published)" row with a
-"ours - published" row under it, only where the paper gives them.
+log: the run failed, or is still running). Published numbers (the papers' tables) are shown as a
+"(published)" row with an "ours - published" row under it, only where the paper gives them.
 """
 
 import argparse

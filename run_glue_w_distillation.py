@@ -62,6 +62,7 @@ def main(argv=None):
     loss_fn = loss_from_args(args, TASK_WEIGHT)
     runtime, resume = start_run(args)
 
+    # Models and evaluation data
     pair = load_student_and_teacher(args, task, loss_fn, runtime.device)
     student, tokenizer, teacher_tokens = pair.student, pair.tokenizer, pair.teacher_tokenizer
     student_accepted = forward_arguments(student)
@@ -77,17 +78,20 @@ def main(argv=None):
         return evaluate_splits(forward, task, eval_sets, collate, args.per_device_eval_batch_size, runtime)
 
     if args.do_train:
+        # Training data, the teacher's targets and the one-to-one loss of a batch
         train_features, _ = split_features(args, task, "train", args.max_train_samples, tokenizer,
                                              teacher_tokens)
         if runtime.is_main:
             save_run_args(command, args.output_dir)
-        train_features, teacher_outputs = classifier_teacher_targets(args, runtime, pair, loss_fn, task, train_features,
-                                                           collate)
+        train_features, teacher_outputs = classifier_teacher_targets(args, runtime, pair, loss_fn, task,
+                                                                     train_features, collate)
         compute_loss = classifier_distillation_loss(pair, loss_fn, teacher_outputs)
+        # Train!
         result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
                        compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate, resume_from=resume)
         save_trained(student, tokenizer, args.output_dir, runtime, "student", result)
 
+    # Results
     student.eval()
     write_results(args, runtime, evaluate, forward, eval_sets, prediction_sets, collate)
 

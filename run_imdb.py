@@ -70,7 +70,8 @@ def main(argv=None):
         if runtime.is_main:
             save_run_args(command, args.output_dir)
         result = train(args, runtime, model=model, train_dataset=train_features, collate_fn=collate,
-                       compute_loss=fine_tuning_loss(model), tokenizer=tokenizer, evaluate=evaluate if eval_set else None,
+                       compute_loss=fine_tuning_loss(model), tokenizer=tokenizer,
+                       evaluate=evaluate if eval_set else None,
                        resume_from=resume)
         save_trained(model, tokenizer, args.output_dir, runtime, "fine-tuned model", result)
 

@@ -74,6 +74,7 @@ def main(argv=None):
     loss_fn = loss_from_args(args, TASK_WEIGHT)
     runtime, resume = start_run(args)
 
+    # Models and evaluation data
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, what="student",
                                cache_dir=args.cache_dir, do_lower_case=args.do_lower_case)
     student = load_question_answerer(args.model_name_or_path, what="student", cache_dir=args.cache_dir,
@@ -93,6 +94,7 @@ def main(argv=None):
         return answer_questions(forward, eval_set, collate, args.per_device_eval_batch_size, runtime, args)
 
     if args.do_train:
+        # Training windows, the teacher's targets and the one-to-one loss of a batch
         train_features = load_train_features(args, tokenizer)
         if runtime.is_main:
             save_run_args(command, args.output_dir)
@@ -101,11 +103,13 @@ def main(argv=None):
             train_features, teacher_outputs = span_teacher_targets(args, runtime, teacher, loss_fn, train_features,
                                                                    collate)
         compute_loss = span_distillation_loss(student, loss_fn, teacher_outputs, args.pad_to_max_length)
+        # Train!
         result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
                        compute_loss=compute_loss, tokenizer=tokenizer,
                        evaluate=(lambda step: answer().metrics) if eval_set else None, resume_from=resume)
         save_trained(student, tokenizer, args.output_dir, runtime, "student", result)
 
+    # Results
     if eval_set is not None:
         answers = answer()
         if runtime.is_main:

@@ -111,7 +111,8 @@ def peak_memory(args, padding):
         for batch in batches[padding][:3]:
             step(batch)
         return torch.cuda.max_memory_allocated() / 1e9
-    child = [sys.executable, "-m", "benchmarks.distillation_throughput", "--sst2_dir", args.sst2_dir, "--batch_size", str(args.batch_size),
+    child = [sys.executable, "-m", "benchmarks.distillation_throughput", "--sst2_dir", args.sst2_dir,
+             "--batch_size", str(args.batch_size),
              "--steps", "1", "--warmup", "1", "--hidden", str(args.hidden), "--heads", str(args.heads),
              "--teacher_layers", str(args.teacher_layers), "--student_layers", str(args.student_layers),
              "--vocab_size", str(args.vocab_size), "--device", args.device, "--memory_of", padding]

@@ -88,8 +88,9 @@ def make_step(args, tokenizer, features):
     else:
         model, pair = student, StudentAndTeacher(student, teacher, tokenizer)
         loss_fn = OneToOneLoss(**IMDB_LOSS)
-        compute_loss = classifier_distillation_loss(
-            pair, loss_fn, classifier_teacher_outputs(pair, loss_fn, IMDB, SimpleNamespace(omit_teacher_token_type_ids=False)))
+        teacher_outputs = classifier_teacher_outputs(pair, loss_fn, IMDB,
+                                                     SimpleNamespace(omit_teacher_token_type_ids=False))
+        compute_loss = classifier_distillation_loss(pair, loss_fn, teacher_outputs)
     runtime = Runtime(device, amp_dtype=torch.bfloat16 if args.bf16 else None)
     loop_step = LoopStep(model, runtime, 5e-5, 1_000_000)
     collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length)

@@ -3,7 +3,8 @@ training steps written in ``benchmarks/``.
 
 As the two papers' released code runs them: every batch padded to 128 tokens and drawn at random
 (no length grouping), float32 throughout, the token rows of the hidden states taken with
-``masked_select``, the frozen teacher run on every step, plain (not fused) AdamW, and the LGTM
+``masked_select``, the frozen teacher run on every step, plain (not fused) AdamW after clipping
+to 1.0 (the released scripts' default ``--max_grad_norm``, as ours), and the LGTM
 teacher gradient computed with a deep copy of the student per step
 (``released_lgtm_teacher_grads``).
 

@@ -329,7 +329,8 @@ def build_step(row, pipe, args, vocab_size):
         teacher_scheduler = make_scheduler(teacher_optimizer, training_options(LGTM_LEARNING_RATE, total_steps),
                                            total_steps)
         teacher_update = TeacherUpdate(
-            teacher, student, teacher_optimizer, teacher_scheduler, pipe.runtime, t_alpha_kd=T_ALPHA_KD, temperature=TEMPERATURE, max_grad_norm=1.0,
+            teacher, student, teacher_optimizer, teacher_scheduler, pipe.runtime, t_alpha_kd=T_ALPHA_KD,
+            temperature=TEMPERATURE, max_grad_norm=1.0,
             quiz_batches=quiz if row in LGTM_ROWS else None, student_optimizer=loop_step.optimizer,
             alpha_kd=ALPHA_KD)
 
