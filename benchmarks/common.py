@@ -11,6 +11,8 @@ from transformers import BertConfig, BertForSequenceClassification, DistilBertCo
 from utils.loop import backward_micro_batch, make_optimizer, make_scheduler, optimizer_step
 
 MAX_GRAD_NORM = 1.0  # the scripts' default --max_grad_norm
+# The one-to-one paper's README command: alpha_glue 0.5, alpha_corr 0.005, --do_mask True
+PAPER_LOSS = dict(alpha_task=0.5, alpha_ce=0.0, alpha_corr=0.005, alpha_mse=0.0, alpha_cos=0.0, do_mask=True)
 
 
 def build_tokenizer(sentences, vocab_size):
@@ -37,6 +39,15 @@ def distilbert(vocab_size, hidden, heads, num_layers, device, num_labels=2):
         num_labels=num_labels)).to(device)
 
 
+def build_models(args, vocab_size, device):
+    """A frozen BERT teacher (``args.teacher_layers``) and a DistilBERT student
+    (``args.student_layers``) of width ``args.hidden`` with ``args.heads`` heads, seeded alike."""
+    torch.manual_seed(0)
+    teacher = bert(vocab_size, args.hidden, args.heads, args.teacher_layers, device)
+    student = distilbert(vocab_size, args.hidden, args.heads, args.student_layers, device)
+    return teacher.eval().requires_grad_(False), student.train()
+
+
 def zero_classifier(model):
     """``--init_classifier_to_zero``."""
     with torch.no_grad():
@@ -58,10 +69,10 @@ class LoopStep:
     ``total_steps``. ``mark(phase)`` is called after the backward ("fwd+bwd") and after the
     optimizer step ("optim")."""
 
-    def __init__(self, model, runtime, learning_rate, total_steps, optimizer=None):
+    def __init__(self, model, runtime, learning_rate, total_steps):
         options = training_options(learning_rate, total_steps)
         self.model, self.runtime = model, runtime
-        self.optimizer = optimizer or make_optimizer(model, options)
+        self.optimizer = make_optimizer(model, options)
         self.scheduler = make_scheduler(self.optimizer, options, total_steps)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
 
@@ -71,6 +82,19 @@ class LoopStep:
         mark("fwd+bwd")
         optimizer_step(self.model, self.optimizer, self.scheduler, self.scaler, MAX_GRAD_NORM)
         mark("optim")
+
+
+class QuizSource:
+    """The quiz batches of a benchmark's ``utils.lgtm.TeacherUpdate``: ``quiz_batches.next()``
+    (``utils.lgtm.QuizBatches``), or without it the batch set as ``batch`` (the training batch
+    itself, or one fixed quiz batch); ``last`` is the batch given last (for FLOP counts)."""
+
+    def __init__(self, quiz_batches=None, batch=None):
+        self.quiz_batches, self.batch, self.last = quiz_batches, batch, None
+
+    def next(self):
+        self.last = self.batch if self.quiz_batches is None else self.quiz_batches.next()
+        return self.last
 
 
 def marked(function, mark, before, after):

@@ -20,8 +20,7 @@ from types import SimpleNamespace
 
 import torch
 
-from benchmarks.common import LoopStep, build_tokenizer
-from benchmarks.distillation_throughput import build_models
+from benchmarks.common import LoopStep, build_models, build_tokenizer
 from losses import OneToOneLoss
 from utils.features import PadCollator
 from utils.imdb import IMDB, read_aclimdb, tokenize_reviews

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import reference_pipeline as reference
-from benchmarks.common import LoopStep, bert, training_options
+from benchmarks.common import LoopStep, QuizSource, bert, training_options
 from utils.lgtm import TeacherUpdate, make_teacher_optimizer, online_student_loss, teacher_logits_of
 from utils.loop import make_scheduler
 from utils.runtime import Runtime
@@ -33,16 +33,6 @@ from utils.runtime import Runtime
 ALPHA_KD, T_ALPHA_KD, TEMPERATURE, LEARNING_RATE = 1.0, 0.4, 1.0, 3e-5
 STEPS = 1_000_000  # the schedules' length: far beyond the steps taken, so that the learning rates stay put
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class SameQuiz:
-    """The quiz source of ``TeacherUpdate``: always the setup's quiz batch."""
-
-    def __init__(self, quiz_batch):
-        self.quiz_batch = quiz_batch
-
-    def next(self):
-        return self.quiz_batch
 
 
 @dataclass
@@ -87,7 +77,7 @@ def make_setup(args, method):
         scheduler = make_scheduler(teacher_optimizer, training_options(LEARNING_RATE, STEPS), STEPS)
         teacher_update = TeacherUpdate(teacher, student, teacher_optimizer, scheduler, runtime, t_alpha_kd=T_ALPHA_KD,
                                        temperature=TEMPERATURE, max_grad_norm=1.0,
-                                       quiz_batches=SameQuiz(setup.quiz_batch) if method == "LGTM" else None,
+                                       quiz_batches=QuizSource(batch=setup.quiz_batch) if method == "LGTM" else None,
                                        student_optimizer=loop_step.optimizer, alpha_kd=ALPHA_KD)
     compute_loss = online_student_loss(student, teacher_logits_of(teacher), alpha_kd=ALPHA_KD,
                                        temperature=TEMPERATURE)

@@ -65,8 +65,17 @@ from types import SimpleNamespace
 import torch
 
 from benchmarks import reference_pipeline as reference
-from benchmarks.common import LoopStep, bert, build_tokenizer, distilbert, marked, training_options, zero_classifier
-from benchmarks.distillation_throughput import PAPER_LOSS
+from benchmarks.common import (
+    PAPER_LOSS,
+    LoopStep,
+    QuizSource,
+    bert,
+    build_tokenizer,
+    distilbert,
+    marked,
+    training_options,
+    zero_classifier,
+)
 from benchmarks.flops import BF16_PEAK_TFLOPS, batch_flops, peak_tflops
 from benchmarks.reference_pipeline import MAX_SEQ_LENGTH
 from losses import OneToOneLoss
@@ -217,18 +226,6 @@ class Timer:
 # --------------------------------------------------------------------------- steps
 
 
-class LastBatch:
-    """A quiz source for ``TeacherUpdate``: the training batch itself ("LGTM step, quiz = x") or
-    ``QuizBatches``' next batch; remembers the last batch given, for the FLOP count."""
-
-    def __init__(self, quiz_batches=None):
-        self.quiz_batches, self.batch, self.last = quiz_batches, None, None
-
-    def next(self):
-        self.last = self.batch if self.quiz_batches is None else self.quiz_batches.next()
-        return self.last
-
-
 def build_step(row, pipe, args, vocab_size):
     """``step(index, timer)`` of one configuration, returning its model FLOPs; models seeded alike
     in every pipeline. Ours: the scripts' own functions; reference: ``reference_pipeline``."""
@@ -321,7 +318,7 @@ def build_step(row, pipe, args, vocab_size):
 
     # ours: run_lgtm_glue.py's student loss, and its teacher update as the loop's micro_batch_hook
     loop_step = LoopStep(student, pipe.runtime, LGTM_LEARNING_RATE, total_steps)
-    quiz = LastBatch(QuizBatches(pipe.data.quiz_features, pipe.collate, batch_size=args.batch_size, seed=1,
+    quiz = QuizSource(QuizBatches(pipe.data.quiz_features, pipe.collate, batch_size=args.batch_size, seed=1,
                                  group_by_length=True, runtime=pipe.runtime) if row == "LGTM step" else None)
     teacher_update = None
     if trains_teacher:

@@ -9,10 +9,12 @@ from safetensors.torch import load_file
 from transformers import BertForQuestionAnswering
 
 import run_glue_w_distillation
+import run_imdb
 import run_lgtm_glue
 import run_squad_w_distillation
 from tests.conftest import run_main
 from tests.squad_fixtures import one_thread, write_squad_dir  # noqa: F401
+from tests.test_imdb import write_acl_imdb
 from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
 
 SMALL = ["--per_device_train_batch_size", "16", "--num_train_epochs", "1", "--logging_steps", "1", "--disable_tqdm"]
@@ -36,7 +38,10 @@ def commands(tmp_path_factory, glue_dir):
     BertForQuestionAnswering.from_pretrained(squad_teacher).save_pretrained(squad_teacher)  # a SQuAD head
     squad = write_squad_dir(root / "squad")
     encoder = make_tiny_bert(root / "encoder", num_layers=4, classifier=False, seed=1)
+    write_acl_imdb(root / "imdb")
     return {
+        "imdb": (run_imdb.main, [  # --max_seq_length left to the models' limit, found at run time
+            "--model", str(teacher), "--data_dir", str(root / "imdb"), *SMALL]),
         "glue distillation": (run_glue_w_distillation.main, [
             "--teacher_model_name_or_path", str(teacher), "--student_model_name_or_path", str(student),
             "--task_name", "RTE", "--data_dir", str(glue_dir / "RTE"), "--do_mask", "True", "--alpha_glue", "0.7",
@@ -53,7 +58,7 @@ def commands(tmp_path_factory, glue_dir):
     }
 
 
-@pytest.mark.parametrize("name", ["glue distillation", "squad distillation", "lgtm"])
+@pytest.mark.parametrize("name", ["imdb", "glue distillation", "squad distillation", "lgtm"])
 def test_a_run_repeated_from_its_run_args_gives_the_same_result(name, commands, tmp_path):
     main, argv = commands[name]
     first, second = tmp_path / "first", tmp_path / "second"
@@ -63,6 +68,8 @@ def test_a_run_repeated_from_its_run_args_gives_the_same_result(name, commands, 
         assert recorded["task_name"] == argv[argv.index("--task_name") + 1], "the task name as typed"
     assert recorded["per_device_eval_batch_size"] is None and recorded["eval_steps"] in (None, 2), \
         "defaults that follow from other options are not written into the command"
+    if name == "imdb":
+        assert recorded["max_seq_length"] is None and recorded["model_name_or_path"] == argv[1]
     assert run_main(main, argv_from_run_args(recorded, output_dir=second)) == 0
     assert json.loads((second / "run_args.json").read_text()) == dict(recorded, output_dir=str(second))
     assert json.loads((second / "eval_results.json").read_text()) == json.loads((first / "eval_results.json").read_text())

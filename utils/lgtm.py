@@ -135,6 +135,8 @@ class TeacherUpdate:
         self.quiz_batches, self.student_optimizer, self.alpha_kd, self.lgtm_r = (quiz_batches, student_optimizer,
                                                                                  alpha_kd, lgtm_r)
         self.parameters = list(teacher.parameters())
+        if quiz_batches is not None and (student_optimizer is None or alpha_kd is None):
+            raise ValueError("the LGTM teacher update (quiz_batches given) needs the student_optimizer and alpha_kd")
 
     def __call__(self, batch):
         if self.quiz_batches is not None:

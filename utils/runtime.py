@@ -108,7 +108,6 @@ def move_to_device(batch, device):
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
-
 # --------------------------------------------------------------------------- output folders
 
 

@@ -281,7 +281,6 @@ def span_loss(start_logits, end_logits, batch):
             + F.cross_entropy(end_logits, batch["end_positions"])) / 2
 
 
-
 def span_fine_tuning_loss(model, released_padding):
     """``compute_loss(wrapped_model, batch) -> (loss, {})`` of fine-tuning a span predictor
     (``model``; ``wrapped_model`` is the loop's wrapped or compiled copy): ``span_loss`` of its
@@ -293,6 +292,7 @@ def span_fine_tuning_loss(model, released_padding):
         return span_loss(*span_logits(outputs, batch, released_padding), batch), {}
 
     return compute_loss
+
 
 def stacked_span_logits(outputs, width):
     """``(B, 2, width)``: start and end logits padded with -inf to ``width`` positions, so that
