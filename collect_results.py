@@ -3,17 +3,26 @@
     python collect_results.py results                       # every table found, Markdown
     python collect_results.py results --format csv --table lgtm_glue
     python collect_results.py results --output-dir tables   # <table>.md and <table>.csv each
+    python collect_results.py results --plot tables          # <table>.png each: ours against the papers
 
 Rows are methods, columns are the tasks' metrics (dev sets; MNLI matched and mismatched, MRPC
 and QQP F1 and accuracy, STS-B Pearson and Spearman), in percent, mean ± sample standard
 deviation over seeds. "Avg" (GLUE tables) is the mean over the shown tasks of each task's
-score, as on the GLUE leaderboard: the mean of its metrics (MRPC, QQP: F1 and accuracy;
-STS-B: Pearson and Spearman), MNLI matched accuracy only, CoLA Matthews correlation; it is
-computed from the per-task means and left out ("incomplete") while a task has no finished run.
+score, computed from the per-task means and left out ("incomplete") while a task has no finished
+run. The LGTM table scores a task as the GLUE leaderboard does: the mean of its metrics (MRPC,
+QQP: F1 and accuracy; STS-B: Pearson and Spearman), MNLI matched accuracy only, CoLA Matthews
+correlation. The one-to-one GLUE table, whose paper gives one number per task without saying
+which metric, scores each task by its main metric (MRPC and QQP F1, STS-B Pearson, CoLA Matthews,
+MNLI matched accuracy, the others accuracy), and so compares its published numbers there.
 A cell whose runs are not all finished says how many are; a cell without any finished run says
 "missing" (no run folder, no log) or "failed" (a run folder without eval_results.json, or only a
 log: the run failed, or is still running). Published numbers (the papers' tables) are shown as a
-"(published)" row with an "ours - published" row under it, only where the paper gives them.
+"(published)" row with an "ours - published" row under it, only where the paper gives them;
+a note under the table flags a published value that the paper printed wrongly.
+
+``--plot DIR`` draws each table (matplotlib): one panel per task, each method's mean over its
+seeds with the spread (the smallest to the largest seed) as an error bar and the published value
+as a marker.
 """
 
 import argparse
@@ -25,6 +34,8 @@ import re
 import statistics
 import sys
 from pathlib import Path
+
+from utils.glue_data import get_task
 
 # The results layout, the one definition: scripts/common.sh reads it with --print-layout.
 RUN_DIR_LAYOUT = "{table}/{task}/{method}/seed{seed}"
@@ -51,16 +62,55 @@ ALREADY_PERCENT = {"squad"}  # the SQuAD scorer reports percentages, the others 
 ONE_TO_ONE_METHODS = {"teacher": "BERT-base teacher", "task": "DistilBERT, task loss only",
                       "kd": "DistilBERT + logit KD", "mse": "DistilBERT + MSE", "cos": "DistilBERT + cosine",
                       "corr": "DistilBERT + correlation", "corr_mask": "DistilBERT + correlation + sub-teacher mask"}
-TABLES = {  # table: (title, tasks in the paper's order, methods, average?, published numbers)
-    "one_to_one_glue": ("One-to-one mapping (Saadi et al. 2023), GLUE dev",
-                        ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"], ONE_TO_ONE_METHODS, True, {}),
+# the GLUE table has every row of the paper's Table 2: the student fine-tuned alone (ft) and PKD too
+ONE_TO_ONE_GLUE_METHODS = {"teacher": ONE_TO_ONE_METHODS["teacher"], "ft": "DistilBERT fine-tuned (no teacher)",
+                           **{method: ONE_TO_ONE_METHODS[method] for method in ("task", "kd", "mse", "cos")},
+                           "pkd": "DistilBERT + PKD",
+                           **{method: ONE_TO_ONE_METHODS[method] for method in ("corr", "corr_mask")}}
+ONE_TO_ONE_GLUE_TASKS = ["mrpc", "rte", "cola", "sst2", "stsb", "mnli", "qnli", "qqp"]  # the paper's Table 2 order
+# The one-to-one paper's Table 2 (GLUE dev, %, mean of 5 seeds): per method, its eight tasks' numbers in
+# ONE_TO_ONE_GLUE_TASKS order (read here as each task's main metric) and its printed average.
+ONE_TO_ONE_GLUE_PUBLISHED = {
+    "teacher": ([87.86, 66.79, 54.84, 90.02, 89.30, 82.85, 90.70, 88.04], 81.30),
+    "ft": ([84.48, 56.17, 44.28, 89.54, 85.40, 80.41, 86.71, 87.79], 76.85),
+    "cos": ([85.38, 63.75, 46.82, 89.79, 85.59, 80.51, 88.62, 87.78], 78.53),
+    "mse": ([86.04, 62.38, 47.35, 89.79, 85.42, 80.12, 88.13, 87.90], 78.39),
+    "pkd": ([86.06, 62.24, 47.28, 90.05, 85.77, 81.62, 87.16, 88.33], 75.56),
+    "kd": ([84.56, 56.53, 45.86, 89.63, 85.50, 80.51, 87.71, 87.60], 77.23),
+    "corr": ([86.57, 63.83, 50.73, 90.44, 85.66, 82.76, 89.54, 88.04], 79.70),
+    "corr_mask": ([86.45, 65.05, 53.16, 90.18, 85.97, 82.42, 89.44, 88.37], 80.13),
+}
+PUBLISHED_NOTES = {
+    ("one_to_one_glue", "pkd"): "the PKD row's average is shown as printed (75.56); the mean of its eight numbers "
+                                "is 78.56",
+}
+
+
+def main_metric(task):
+    return get_task(task).main_metric
+
+
+def one_to_one_glue_published():
+    """``{(method, task, metric): value}`` and ``(method, "avg", None)`` of the one-to-one paper's Table 2."""
+    published = {}
+    for method, (values, average) in ONE_TO_ONE_GLUE_PUBLISHED.items():
+        published.update({(method, task, main_metric(task)): value for task, value in zip(ONE_TO_ONE_GLUE_TASKS, values)})
+        published[(method, "avg", None)] = average
+    return published
+
+
+# table: (title, tasks in the paper's order, methods, task score of the average ("leaderboard", "main" or
+# None: no average), published numbers)
+TABLES = {
+    "one_to_one_glue": ("One-to-one mapping (Saadi et al. 2023), GLUE dev", ONE_TO_ONE_GLUE_TASKS,
+                        ONE_TO_ONE_GLUE_METHODS, "main", one_to_one_glue_published()),
     "one_to_one_squad": ("One-to-one mapping (Saadi et al. 2023), SQuAD v1.1 dev",
-                         ["squad"], ONE_TO_ONE_METHODS, False, {}),
-    "one_to_one_imdb": ("One-to-one mapping (Saadi et al. 2023), IMDB test", ["imdb"], ONE_TO_ONE_METHODS, False, {}),
+                         ["squad"], ONE_TO_ONE_METHODS, None, {}),
+    "one_to_one_imdb": ("One-to-one mapping (Saadi et al. 2023), IMDB test", ["imdb"], ONE_TO_ONE_METHODS, None, {}),
     "lgtm_glue": ("LGTM (Ren et al. 2023), GLUE dev", ["mnli", "qqp", "qnli", "sst2", "mrpc", "rte"],
                   {"teacher": "BERT-base teacher (fine-tuned, for KD)", "kd": "KD", "prokt": "ProKT", "lgtm": "LGTM"},
-                  True, {("lgtm", "mnli", "accuracy"): 83.4, ("lgtm", "qqp", "f1"): 91.1,
-                         ("lgtm", "qqp", "accuracy"): 88.0}),
+                  "leaderboard", {("lgtm", "mnli", "accuracy"): 83.4, ("lgtm", "qqp", "f1"): 91.1,
+                                  ("lgtm", "qqp", "accuracy"): 88.0}),
 }
 
 
@@ -125,7 +175,7 @@ class Cell:
 
 def collect_table(root, table, seeds=None, tasks=None):
     """{"columns": [(task, metric, label)], "rows": [(label, {column: Cell or number}, kind)], ...}."""
-    title, default_tasks, methods, with_average, published = TABLES[table]
+    title, default_tasks, methods, average, published = TABLES[table]
     present = sorted(p.name for p in (Path(root) / table).glob("*") if p.is_dir() and p.name in TASKS)
     tasks = tasks or default_tasks + [t for t in present if t not in default_tasks]
     student_seeds = seeds or seeds_found(root, table, lambda m: m != "teacher") or [TEACHER_SEED]
@@ -143,21 +193,30 @@ def collect_table(root, table, seeds=None, tasks=None):
                           if status == "ok" and isinstance(metrics.get(metric), (int, float))]
                 statuses = [status if status != "ok" or metric in metrics else "failed" for status, metrics in runs]
                 cells[(task, metric)] = Cell(values, statuses)
-            means = [cells[(task, metric)].mean for metric in TASKS[task][2]]
+            scored = [main_metric(task)] if average == "main" else TASKS[task][2]
+            means = [cells[(task, metric)].mean for metric in scored]
             scores.append(None if None in means else statistics.fmean(means))
-        if with_average:
+        if average:
             cells["avg"] = "incomplete" if None in scores else statistics.fmean(scores)
-        rows.append((label, cells, "ours"))
-        mine = {(task, metric): value for (m, task, metric), value in published.items() if m == method}
+        rows.append((label, cells, "ours", method))
+        mine = {("avg" if task == "avg" else (task, metric)): value
+                for (m, task, metric), value in published.items() if m == method and (task == "avg" or task in tasks)}
         if mine:
-            rows.append((f"{label} (published)", mine, "published"))
-            rows.append((f"{label}: ours - published",
-                         {key: cells[key].mean - value for key, value in mine.items() if cells[key].mean is not None},
-                         "difference"))
-    if with_average:
+            rows.append((f"{label} (published)", mine, "published", method))
+            rows.append((f"{label}: ours - published", {key: _mean(cells[key]) - value for key, value in mine.items()
+                                                         if _mean(cells[key]) is not None}, "difference", method))
+    if average:
         columns.append(("avg", None, "Avg"))
-    return {"table": table, "title": title, "columns": columns, "rows": rows,
+    notes = [note for (name, method), note in PUBLISHED_NOTES.items() if name == table and method in methods]
+    return {"table": table, "title": title, "columns": columns, "rows": rows, "notes": notes,
             "student_seeds": student_seeds, "teacher_seeds": teacher_seeds}
+
+
+def _mean(cell):
+    """A cell's mean: a ``Cell``'s, or the average (a number, or "incomplete": None)."""
+    if isinstance(cell, Cell):
+        return cell.mean
+    return cell if isinstance(cell, float) else None
 
 
 def _key(column):
@@ -171,7 +230,7 @@ def to_markdown(collected):
              f"{', '.join(map(str, collected['teacher_seeds']))}), in percent.", ""]
     header = ["Method"] + [label for _, _, label in collected["columns"]]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, cells, kind in collected["rows"]:
+    for label, cells, kind, _ in collected["rows"]:
         row = [label]
         for column in collected["columns"]:
             value = cells.get(_key(column), "")
@@ -181,6 +240,7 @@ def to_markdown(collected):
                 value = f"{value:+.2f}" if kind == "difference" else f"{value:.2f}"
             row.append(value)
         lines.append("| " + " | ".join(row) + " |")
+    lines += [""] + [f"Note: {note}." for note in collected["notes"]] if collected["notes"] else []
     return "\n".join(lines) + "\n"
 
 
@@ -192,7 +252,7 @@ def to_csv(collected):
     for _, _, label in collected["columns"]:
         header += [label] if label == "Avg" else [f"{label} mean", f"{label} std", f"{label} runs"]
     writer.writerow(header)
-    for label, cells, kind in collected["rows"]:
+    for label, cells, kind, _ in collected["rows"]:
         row = [collected["table"], label]
         for column in collected["columns"]:
             value = cells.get(_key(column), "")
@@ -206,6 +266,78 @@ def to_csv(collected):
     return out.getvalue()
 
 
+def plot_points(collected):
+    """What ``plot_table`` draws: ``{(task, metric): [(method label, mean, lowest, highest, published or None)]}``
+    over the methods with a finished run or a published value; a task's plotted metric is its main
+    one where the table compares published numbers by it, else each shown metric."""
+    ours = {method: cells for _, cells, kind, method in collected["rows"] if kind == "ours"}
+    labels = {method: label for label, _, kind, method in collected["rows"] if kind == "ours"}
+    published = {method: cells for _, cells, kind, method in collected["rows"] if kind == "published"}
+    points = {}
+    for task, metric, _ in collected["columns"]:
+        if task == "avg" or (TABLES[collected["table"]][3] == "main" and metric != main_metric(task)):
+            continue
+        entries = []
+        for method, cells in ours.items():
+            cell, paper = cells[(task, metric)], published.get(method, {}).get((task, metric))
+            if cell.values or paper is not None:
+                low, high = (min(cell.values), max(cell.values)) if cell.values else (None, None)
+                entries.append((labels[method], cell.mean, low, high, paper))
+        if entries:
+            points[(task, metric)] = entries
+    return points
+
+
+def plot_table(collected, path):
+    """Draw ``collected`` into the PNG ``path``: a panel per task (``plot_points``), the methods
+    down the side; ours as a dot at the mean over seeds with a bar from the lowest to the highest
+    seed, the published value as a hollow diamond. Returns the matplotlib figure."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("error: --plot needs matplotlib (pip install matplotlib)") from None
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    points = plot_points(collected)
+    if not points:
+        raise SystemExit(f"error: nothing to plot in {collected['table']}: no finished run and no published value")
+    methods = list(dict.fromkeys(label for entries in points.values() for label, *_ in entries))
+    columns = min(4, len(points))
+    rows = math.ceil(len(points) / columns)
+    figure, axes = pyplot.subplots(rows, columns, figsize=(3.6 * columns + 2.6, 0.32 * len(methods) * rows + 1.6),
+                                   sharey=True, squeeze=False, dpi=100)
+    for axis, ((task, metric), entries) in zip(axes.flat, points.items()):
+        positions = {label: len(methods) - 1 - index for index, label in enumerate(methods)}
+        drawn = [(positions[label], mean, low, high) for label, mean, low, high, _ in entries if mean is not None]
+        if drawn:
+            y, x, low, high = zip(*drawn)
+            axis.errorbar(x, y, xerr=[[m - lo for m, lo in zip(x, low)], [hi - m for m, hi in zip(x, high)]],
+                          fmt="o", color="tab:blue", ecolor="tab:blue", capsize=3, label="ours: mean, seed range")
+        paper = [(positions[label], value) for label, _, _, _, value in entries if value is not None]
+        if paper:
+            y, x = zip(*paper)
+            axis.plot(x, y, "D", markerfacecolor="none", markeredgecolor="tab:red", linestyle="none",
+                      label="published")
+        axis.set_title(f"{TASKS[task][0]} {METRIC_NAMES[metric]}", fontsize=10)
+        axis.grid(axis="x", alpha=0.3)
+        axis.tick_params(labelsize=8)
+    for axis in axes.flat[len(points):]:
+        axis.set_visible(False)
+    for axis in axes[:, 0]:
+        axis.set_yticks(range(len(methods)), list(reversed(methods)), fontsize=8)
+    for axis in axes[-1]:
+        axis.set_xlabel("%", fontsize=8)
+    handles = {label: handle for axis in axes.flat for handle, label in zip(*axis.get_legend_handles_labels())}
+    figure.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
+    seeds = ", ".join(map(str, collected["student_seeds"]))
+    figure.suptitle(f"{collected['title']} (students: seeds {seeds})", fontsize=11)
+    figure.tight_layout(rect=(0, 0.05, 1, 0.95))
+    figure.savefig(path)
+    pyplot.close(figure)
+    return figure
+
+
 def _number(value):
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
@@ -217,6 +349,7 @@ def parse_args(argv):
                         help="a table to print (repeatable; default: every table with a folder in the root)")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     parser.add_argument("--output-dir", help="write <table>.md and <table>.csv there instead of printing")
+    parser.add_argument("--plot", metavar="DIR", help="also draw each table into DIR/<table>.png")
     parser.add_argument("--seeds", help="the seeds expected for the students, e.g. 42,43,44 "
                                         "(default: every seed found under the table)")
     parser.add_argument("--tasks", help="the columns, e.g. mnli,qqp (default: the paper's and any found)")
@@ -244,6 +377,11 @@ def main(argv=None):
         print(f"error: unknown task(s) {', '.join(unknown)} (choose from {', '.join(TASKS)})", file=sys.stderr)
         return 1
     collected = [collect_table(root, table, seeds, tasks) for table in tables]
+    if args.plot:
+        Path(args.plot).mkdir(parents=True, exist_ok=True)
+        for table in collected:
+            plot_table(table, Path(args.plot) / f"{table['table']}.png")
+            print(f"wrote {Path(args.plot) / table['table']}.png", file=sys.stderr)
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)

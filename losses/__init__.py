@@ -8,6 +8,7 @@ from losses.features import (
     cross_correlation_loss,
     hidden_cosine_loss,
     hidden_mse_loss,
+    patient_loss,
     sub_teacher_mask,
     token_rows,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "lgtm_kd_loss",
     "lgtm_student_loss",
     "lgtm_teacher_loss",
+    "patient_loss",
     "sub_teacher_mask",
     "token_rows",
 ]

@@ -82,3 +82,22 @@ def hidden_cosine_loss(z_s, z_t):
         return z_s.float().sum() * 0
     cosine = F.cosine_similarity(z_s.float(), z_t.float(), dim=-1)
     return (1 - cosine).mean()
+
+
+def patient_loss(student_cls, teacher_cls):
+    """Patient Knowledge Distillation's hidden-state term (Sun et al., "Patient Knowledge
+    Distillation for BERT Model Compression", EMNLP 2019), as its authors compute it:
+
+        L_PT = mean_{b, j, k} (s_bj / ||s_bj||_2 - t_bj / ||t_bj||_2)_k^2
+
+    ``student_cls`` s and ``teacher_cls`` t (B, M, d): the [CLS] (first-token) hidden states of
+    the M mapped layers, student layer j against its teacher layer I(j). The mean over batch,
+    layers and width is the paper's ``sum_j || . ||_2^2`` divided by B * M * d, which is why PKD's
+    beta is large. A zero vector normalises to zero (its term is ``||t / ||t|| ||^2 / d``), not NaN.
+    """
+    _check_widths(student_cls, teacher_cls)
+    if student_cls.numel() == 0:
+        return student_cls.float().sum() * 0
+    student = F.normalize(student_cls.float(), p=2, dim=-1)
+    teacher = F.normalize(teacher_cls.float(), p=2, dim=-1)
+    return F.mse_loss(student, teacher)

@@ -8,6 +8,7 @@ from losses.features import (
     cross_correlation_loss,
     hidden_cosine_loss,
     hidden_mse_loss,
+    patient_loss,
     sub_teacher_mask,
     token_rows,
 )
@@ -16,12 +17,14 @@ from losses.logits import kd_loss
 
 @dataclass(frozen=True)
 class OneToOneLoss:
-    """Weighted sum of the task loss, logit KD and the feature losses on the last hidden layer.
+    """Weighted sum of the task loss, logit KD, the feature losses on the last hidden layer and
+    PKD's patient term on the [CLS] states of mapped layers.
 
     ``loss = alpha_task * L_task + alpha_ce * KD + alpha_corr * (L_corr + L_corr[sub-teacher])
-    + alpha_cos * L_cos + alpha_mse * L_mse``, where the sub-teacher term is present only with
-    ``do_mask`` and, as released, ``L_mse`` is taken on the sub-teacher's columns when
-    ``do_mask`` is on.
+    + alpha_cos * L_cos + alpha_mse * L_mse + alpha_pkd * L_PT``, where the sub-teacher term is
+    present only with ``do_mask`` and, as released, ``L_mse`` is taken on the sub-teacher's
+    columns when ``do_mask`` is on. ``L_PT`` is ``patient_loss`` (PKD's beta is ``alpha_pkd``;
+    with ``alpha_ce`` as its alpha and ``alpha_task = 1 - alpha``, this is PKD's objective).
     """
 
     alpha_task: float = 0.5
@@ -29,6 +32,7 @@ class OneToOneLoss:
     alpha_corr: float = 0.0
     alpha_mse: float = 0.0
     alpha_cos: float = 0.0
+    alpha_pkd: float = 0.0
     temperature: float = 2.0
     do_mask: bool = False
     mask_prob: float = 0.5
@@ -41,17 +45,23 @@ class OneToOneLoss:
         return self.alpha_corr > 0 or self.alpha_mse > 0 or self.alpha_cos > 0
 
     @property
+    def uses_patience(self):
+        """Whether the PKD term compares the [CLS] states of mapped layers."""
+        return self.alpha_pkd > 0
+
+    @property
     def uses_teacher(self):
-        return self.alpha_ce > 0 or self.uses_features
+        return self.alpha_ce > 0 or self.uses_features or self.uses_patience
 
     def __call__(self, task_loss, student_logits, teacher_logits, student_hidden, teacher_hidden,
-                 attention_mask):
+                 attention_mask, student_patience=None, teacher_patience=None):
         """Return ``(loss, terms)``; ``terms`` maps each active term's name to its detached value.
 
         ``student_logits``/``teacher_logits`` are tensors or tuples of tensors (SQuAD's start and
         end logits; their KD terms are averaged). ``*_hidden`` are (B, T, d); only the rows where
         ``attention_mask == 1`` enter the feature losses. The teacher's outputs are detached:
-        gradients reach the student only.
+        gradients reach the student only. ``*_patience`` are the (B, M, d) [CLS] states of the
+        mapped layers, read by the PKD term.
         """
         teacher_logits = tuple(t.detach() for t in _as_tuple(teacher_logits)) if teacher_logits is not None else None
         teacher_hidden = teacher_hidden.detach() if teacher_hidden is not None else None
@@ -84,6 +94,9 @@ class OneToOneLoss:
             if self.alpha_cos > 0:
                 terms["cos"] = hidden_cosine_loss(student_rows, teacher_rows)
                 loss = loss + self.alpha_cos * terms["cos"]
+        if self.uses_patience:
+            terms["pkd"] = patient_loss(student_patience, teacher_patience.detach())
+            loss = loss + self.alpha_pkd * terms["pkd"]
         return loss, {name: value.detach() for name, value in terms.items()}
 
 

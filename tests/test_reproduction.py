@@ -60,7 +60,7 @@ def test_one_to_one_glue_dry_run_runs_the_papers_commands(tmp_path):
                        "--per_gpu_eval_batch_size": "32", "--learning_rate": "5e-5", "--num_train_epochs": "3.0",
                        "--seed": "42", "--output_dir": str(out / "one_to_one_glue/rte/teacher/seed42")}
     students = [c for c in found if c["script"] == "run_glue_w_distillation.py"]
-    assert len(students) == 2 * 6 * 2  # tasks x methods x seeds
+    assert len(students) == 2 * 7 * 2  # tasks x distillation methods x seeds
     by_run = {(c["flags"]["--task_name"], Path(c["flags"]["--output_dir"]).parent.name, c["flags"]["--seed"]): c
               for c in students}
     paper = by_run[("rte", "corr_mask", "2")]["flags"]
@@ -80,8 +80,27 @@ def test_one_to_one_glue_dry_run_runs_the_papers_commands(tmp_path):
         assert by_run[("mrpc", method, "1")]["flags"]["--do_mask"] == "False"
     # tasks one after another: RTE's teacher and students before MRPC's
     order = [c["flags"].get("--task_name") for c in found[1:]]
-    assert order == ["rte"] * 13 + ["mrpc"] * 13
+    assert order == ["rte"] * 17 + ["mrpc"] * 17  # the teacher, then 8 methods x 2 seeds
     assert not out.exists(), "a dry run writes nothing"
+
+
+def test_one_to_one_glue_runs_the_ft_and_pkd_rows(tmp_path):
+    out = tmp_path / "results"
+    result = run_script("one_to_one_glue.sh", "--dry-run", "--tasks", "rte", "--methods", "ft,pkd",
+                        "--output-root", str(out), "--glue-dir", str(tmp_path / "glue"))
+    found = commands(result.stdout)
+    assert [c["script"] for c in found] == ["download_glue_data.py", "run_glue.py", "run_glue.py",
+                                            "run_glue_w_distillation.py"]
+    ft, pkd = found[2]["flags"], found[3]["flags"]
+    assert ft == {"--model_name_or_path": "distilbert-base-uncased", "--task_name": "rte",
+                  "--data_dir": str(tmp_path / "glue" / "RTE"), "--max_seq_length": "128", "--do_train": True,
+                  "--per_device_train_batch_size": "16", "--learning_rate": "5e-5", "--num_train_epochs": "3.0",
+                  "--seed": "42", "--output_dir": str(out / "one_to_one_glue/rte/ft/seed42")}
+    assert {flag: pkd[flag] for flag in ("--alpha_glue", "--alpha_ce", "--alpha_pkd", "--temperature",
+                                         "--pkd_layers", "--alpha_corr", "--do_mask")} == {
+        "--alpha_glue": "0.5", "--alpha_ce": "0.5", "--alpha_pkd": "500", "--temperature": "10",
+        "--pkd_layers": "skip", "--alpha_corr": "0", "--do_mask": "False"}
+    assert pkd["--output_dir"] == str(out / "one_to_one_glue/rte/pkd/seed42")
 
 
 def finished(path, **metrics):
@@ -231,7 +250,7 @@ def results_tree(tmp_path):
 
 def test_collect_means_stds_and_statuses(results_tree):
     collected = collect_results.collect_table(results_tree, "lgtm_glue", tasks=["mnli", "qqp", "rte"])
-    rows = {label: cells for label, cells, _ in collected["rows"]}
+    rows = {label: cells for label, cells, *_ in collected["rows"]}
     assert collected["student_seeds"] == [1, 2, 3]
     lgtm = rows["LGTM"]
     assert lgtm[("mnli", "accuracy")].mean == pytest.approx(83.0)
@@ -287,3 +306,70 @@ def test_layout_is_the_scripts_layout():
                              capture_output=True, text=True, check=True).stdout.strip()
     assert printed == collect_results.RUN_DIR_LAYOUT
     assert collect_results.run_dir("r", "lgtm_glue", "mnli", "lgtm", 42) == Path("r/lgtm_glue/mnli/lgtm/seed42")
+
+
+@pytest.fixture
+def one_to_one_tree(tmp_path):
+    """one_to_one_glue: corr_mask on MRPC and RTE with seeds 1-3, pkd on RTE with seeds 1 and 2,
+    ft on MRPC seed 1 only."""
+    table = tmp_path / "results" / "one_to_one_glue"
+    for seed, (f1, accuracy, rte) in zip((1, 2, 3), ((0.86, 0.80, 0.64), (0.87, 0.81, 0.66), (0.88, 0.82, 0.65))):
+        finished(table / f"mrpc/corr_mask/seed{seed}", f1=f1, accuracy=accuracy)
+        finished(table / f"rte/corr_mask/seed{seed}", accuracy=rte)
+    finished(table / "rte/pkd/seed1", accuracy=0.60)
+    finished(table / "rte/pkd/seed2", accuracy=0.62)
+    finished(table / "mrpc/ft/seed1", f1=0.84, accuracy=0.78)
+    return tmp_path / "results"
+
+
+def test_one_to_one_glue_shows_the_published_rows_by_each_tasks_main_metric(one_to_one_tree):
+    collected = collect_results.collect_table(one_to_one_tree, "one_to_one_glue", tasks=["mrpc", "rte"])
+    rows = {label: cells for label, cells, *_ in collected["rows"]}
+    masked = "DistilBERT + correlation + sub-teacher mask"
+    assert rows[masked][("mrpc", "f1")].mean == pytest.approx(87.0)
+    # the paper's one number per task is its main metric: MRPC F1; Avg of the main metrics
+    assert rows[masked]["avg"] == pytest.approx((87.0 + 65.0) / 2)
+    assert rows[f"{masked} (published)"] == {("mrpc", "f1"): 86.45, ("rte", "accuracy"): 65.05, "avg": 80.13}
+    difference = rows[f"{masked}: ours - published"]
+    assert difference[("mrpc", "f1")] == pytest.approx(0.55) and difference[("rte", "accuracy")] == pytest.approx(-0.05)
+    assert difference["avg"] == pytest.approx(76.0 - 80.13)
+    assert rows["DistilBERT + PKD (published)"]["avg"] == 75.56
+    assert rows["DistilBERT fine-tuned (no teacher) (published)"][("mrpc", "f1")] == 84.48
+    assert rows["DistilBERT + PKD: ours - published"] == {("rte", "accuracy"): pytest.approx(61.0 - 62.24)}
+    assert "DistilBERT, task loss only (published)" not in rows, "the paper has no such row"
+    assert any("78.56" in note and "75.56" in note for note in collected["notes"])
+
+
+def test_the_figure_plots_the_tables_values(one_to_one_tree, tmp_path, capsys):
+    import matplotlib.image
+
+    out = tmp_path / "figures"
+    assert collect_results.main([str(one_to_one_tree), "--tasks", "mrpc,rte", "--plot", str(out)]) == 0
+    assert "78.56" in capsys.readouterr().out
+    path = out / "one_to_one_glue.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    collected = collect_results.collect_table(one_to_one_tree, "one_to_one_glue", tasks=["mrpc", "rte"])
+    figure = collect_results.plot_table(collected, tmp_path / "again.png")
+    width, height = figure.get_size_inches() * figure.dpi
+    assert matplotlib.image.imread(path).shape[:2] == (round(height), round(width))
+    rows = {method: cells for _, cells, kind, method in collected["rows"] if kind == "ours"}
+    published = {method: cells for _, cells, kind, method in collected["rows"] if kind == "published"}
+    panels = {axis.get_title(): axis for axis in figure.axes if axis.get_visible()}
+    assert set(panels) == {"MRPC F1", "RTE acc"}
+    labels = [tick.get_text() for tick in figure.axes[0].get_yticklabels()]
+    methods = {label: method for method, label in collect_results.ONE_TO_ONE_GLUE_METHODS.items()}
+    for title, (task, metric) in (("MRPC F1", ("mrpc", "f1")), ("RTE acc", ("rte", "accuracy"))):
+        axis = panels[title]
+        ours = axis.containers[0].lines[0]
+        plotted = {methods[labels[int(y)]]: x for x, y in zip(ours.get_xdata(), ours.get_ydata())}
+        assert plotted == {method: pytest.approx(cells[(task, metric)].mean) for method, cells in rows.items()
+                           if cells[(task, metric)].values}
+        (markers,) = [line for line in axis.lines if line.get_marker() == "D"]
+        paper = {methods[labels[int(y)]]: x for x, y in zip(markers.get_xdata(), markers.get_ydata())}
+        assert paper == {method: cells[(task, metric)] for method, cells in published.items()
+                         if (task, metric) in cells}
+        (bars,) = axis.containers[0].lines[2]  # one segment per method: its lowest to its highest seed
+        spread = {methods[labels[round(segment[0][1])]]: (segment[0][0], segment[1][0]) for segment in bars.get_segments()}
+        assert spread == {method: (pytest.approx(min(cells[(task, metric)].values)),
+                                   pytest.approx(max(cells[(task, metric)].values)))
+                          for method, cells in rows.items() if cells[(task, metric)].values}

@@ -46,12 +46,12 @@ class FakeTeacher(torch.nn.Module):
         hidden = self.embedding[batch["input_ids"]]
         mask = batch["attention_mask"][..., None].float()
         logits = ((hidden * mask).sum(1) / mask.sum(1)) @ self.head
-        return logits, hidden
+        return logits, hidden, torch.stack([hidden[:, 0], 2 * hidden[:, 0] + 1], dim=1)  # two "layers" of [CLS]
 
     def token_outputs(self, batch):
         """Per-token logits ``(B, T, C)``, as a span predictor's, padding positions included."""
         hidden = self.embedding[batch["input_ids"]]
-        return hidden @ self.head, hidden
+        return hidden @ self.head, hidden, None
 
 
 def fake_features(count=11, seed=0):
@@ -98,12 +98,12 @@ def test_cached_outputs_and_losses_equal_those_of_the_rounded_teacher(dtype, map
     generator = torch.Generator().manual_seed(2)
     torch.manual_seed(0)  # the sub-teacher masks
     for batch in shuffled_batches(features):
-        logits, hidden = teacher.outputs(batch)
+        logits, hidden, _ = teacher.outputs(batch)
         rounded_logits, rounded_hidden = (t.to(DTYPES[dtype]).float() for t in (logits, hidden))
         assert not torch.equal(rounded_hidden, hidden), "the test values are not exact in 16 bits"
-        cached_logits, cached_hidden = cache(batch)
+        cached_logits, cached_hidden, cached_patience = cache(batch)
         mask = batch["attention_mask"].bool()
-        assert torch.equal(cached_logits, rounded_logits)
+        assert cached_patience is None and torch.equal(cached_logits, rounded_logits)
         assert torch.equal(cached_hidden[mask], rounded_hidden[mask]) and not cached_hidden[~mask].any()
         student_logits = torch.randn(logits.shape, generator=generator)
         student_hidden = torch.randn(hidden.shape, generator=generator)
@@ -122,10 +122,26 @@ def test_the_cache_covers_every_example_and_logits_alone(tmp_path):
     cache = fill(cache_args(tmp_path), teacher, features, with_hidden=False)
     assert len(cache) == 7 and cache.hidden is None
     batch = COLLATE(features)
-    logits, hidden = cache(batch)
-    assert hidden is None and torch.equal(logits, teacher.outputs(batch)[0].half().float())
+    logits, hidden, patience = cache(batch)
+    assert hidden is None and patience is None and torch.equal(logits, teacher.outputs(batch)[0].half().float())
     cache = fill(cache_args(tmp_path), teacher, features)
     assert cache.offsets[-1] == sum(len(feature["input_ids"]) for feature in features) == len(cache.hidden)
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_cached_cls_states_of_the_pkd_layers_equal_those_of_the_rounded_teacher(mapped, tmp_path):
+    teacher, features = FakeTeacher(), with_example_index(fake_features())
+    args = cache_args(tmp_path, cache_teacher_dir=str(tmp_path / "cache") if mapped else None)
+    cache = TeacherCache.fill(args, Runtime(torch.device("cpu")), teacher, teacher.outputs, features, COLLATE,
+                              num_logits=LABELS, patience_shape=(2, WIDTH))
+    assert cache.hidden is None and cache.patience.shape == (len(features), 2 * WIDTH)
+    assert isinstance(cache.patience, np.memmap) == mapped
+    for batch in shuffled_batches(features):
+        logits, _, patience = teacher.outputs(batch)
+        cached_logits, cached_hidden, cached_patience = cache(batch)
+        assert cached_hidden is None and torch.equal(cached_logits, logits.half().float())
+        assert not torch.equal(patience.half().float(), patience), "the test values are not exact in 16 bits"
+        assert torch.equal(cached_patience, patience.half().float())
 
 
 def test_a_cache_above_the_memory_limit_is_mapped_under_the_checkpoint_dir(tmp_path, caplog):
@@ -149,11 +165,11 @@ def test_per_token_logits_equal_those_of_the_rounded_teacher_at_the_kept_positio
     assert cache.logits.shape == (len(features) * PADDED_LENGTH if padded else tokens, LABELS)
     widths = set()
     for batch in shuffled_batches(features, collate=PADDED_COLLATE if padded else COLLATE):
-        logits, hidden = teacher.token_outputs(batch)
+        logits, hidden, _ = teacher.token_outputs(batch)
         mask = batch["attention_mask"].bool()
         kept = torch.ones_like(mask) if padded else mask
         assert not mask.all() and not torch.equal(logits.half().float()[kept], logits[kept])
-        cached_logits, cached_hidden = cache(batch)
+        cached_logits, cached_hidden, _ = cache(batch)
         assert cached_logits.shape == logits.shape and cached_hidden.shape == hidden.shape
         assert torch.equal(cached_logits[kept], logits.half().float()[kept]) and not cached_logits[~kept].any()
         assert torch.equal(cached_hidden[mask], hidden.half().float()[mask]) and not cached_hidden[~mask].any()

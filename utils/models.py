@@ -136,6 +136,12 @@ def forward_arguments(model):
     return set(inspect.signature(model.forward).parameters)
 
 
+def num_layers(model):
+    """The number of transformer layers (BERT's ``num_hidden_layers``, DistilBERT's ``n_layers``)."""
+    config = model.config
+    return getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers")
+
+
 def hidden_width(model):
     config = model.config
     return getattr(config, "hidden_size", None) or getattr(config, "dim")

@@ -25,15 +25,18 @@ from utils.models import (
     load_classifier,
     load_question_answerer,
     load_tokenizer,
+    num_layers,
     same_vocabulary,
 )
 from utils.squad import span_logits, span_loss
 from utils.teacher_cache import TeacherCache, with_example_index
 
 
-def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=0.005, alpha_mse=0.5, alpha_cos=0.5):
+def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=0.005, alpha_mse=0.5, alpha_cos=0.5,
+                          patient=True):
     """The loss options of the one-to-one scripts; pass each script's released defaults
-    (the GLUE script's are the keyword defaults here)."""
+    (the GLUE script's are the keyword defaults here). ``patient``: the PKD options too (the
+    sequence classifiers' scripts)."""
     group = parser.add_argument_group("distillation loss")
     group.add_argument(f"--{task_weight_name}", type=float, default=0.5, help="weight of the task loss")
     group.add_argument("--alpha_ce", type=float, default=alpha_ce, help="weight of the logit KD loss")
@@ -46,6 +49,15 @@ def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=
     group.add_argument("--off_diagonal_weight", type=float, default=5e-3, help="lambda of the off-diagonal term")
     group.add_argument("--corr_normalizer", choices=["elements", "tokens"], default="elements",
                        help="divide the correlation by N*d as released (elements) or by N (tokens)")
+    if patient:
+        group.add_argument("--alpha_pkd", type=float, default=0.0,
+                           help="PKD's beta: weight of the patient loss on the [CLS] states of mapped layers")
+        group.add_argument("--pkd_layers", choices=["skip", "last"], default="skip",
+                           help="PKD-Skip (a 6-layer student's layers 1-5 from a 12-layer teacher's 2,4,6,8,10) or "
+                                "PKD-Last (from its 7-11)")
+        group.add_argument("--pkd_teacher_layers", default=None,
+                           help="the teacher layers of student layers 1, 2, ... explicitly, e.g. 2,4,6,8,10 "
+                                "(instead of --pkd_layers)")
     add_flag(group, "--omit_teacher_token_type_ids",
              help="give the teacher no token_type_ids, as the released script did (degrades pair tasks)")
     add_flag(group, "--feed_student_ids_to_teacher",
@@ -57,19 +69,21 @@ def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=
 def loss_from_args(args, task_weight_name):
     """The ``OneToOneLoss`` of the options ``add_distillation_args`` added (the task loss's weight
     under ``--<task_weight_name>``), checked."""
-    alpha_task = getattr(args, task_weight_name)
-    weights = [alpha_task, args.alpha_ce, args.alpha_corr, args.alpha_mse, args.alpha_cos]
+    alpha_task, alpha_pkd = getattr(args, task_weight_name), getattr(args, "alpha_pkd", 0.0)
+    weights = [alpha_task, args.alpha_ce, args.alpha_corr, args.alpha_mse, args.alpha_cos, alpha_pkd]
     if any(weight < 0 for weight in weights):
         raise UserError("loss weights must not be negative")
     if not any(weight > 0 for weight in weights):
         raise UserError("all loss weights are zero: set at least one of the task weight, --alpha_ce, "
-                        "--alpha_corr, --alpha_mse, --alpha_cos above 0")
+                        "--alpha_corr, --alpha_mse, --alpha_cos" + (", --alpha_pkd" if hasattr(args, "alpha_pkd") else "")
+                        + " above 0")
     if not 0 <= args.mask_prob < 1:
         raise UserError(f"--mask_prob must be in [0, 1), got {args.mask_prob}")
     if args.temperature <= 0:
         raise UserError(f"--temperature must be positive, got {args.temperature}")
     return OneToOneLoss(alpha_task=alpha_task, alpha_ce=args.alpha_ce, alpha_corr=args.alpha_corr,
-                        alpha_mse=args.alpha_mse, alpha_cos=args.alpha_cos, temperature=args.temperature,
+                        alpha_mse=args.alpha_mse, alpha_cos=args.alpha_cos, alpha_pkd=alpha_pkd,
+                        temperature=args.temperature,
                         do_mask=args.do_mask, mask_prob=args.mask_prob,
                         off_diagonal_weight=args.off_diagonal_weight, normalizer=args.corr_normalizer)
 
@@ -88,10 +102,46 @@ def check_pair(args, loss, student, teacher, student_tokenizer, teacher_tokenize
             "token for --alpha_corr/--alpha_mse/--alpha_cos: use a student with the teacher's tokenizer (for "
             "an uncased BERT teacher: distilbert-base-uncased), or set those weights to 0 (or pass "
             "--feed_student_ids_to_teacher to reproduce the released script)")
-    if loss.uses_features and hidden_width(student) != hidden_width(teacher):
+    if (loss.uses_features or loss.uses_patience) and hidden_width(student) != hidden_width(teacher):
         raise UserError(f"the student's hidden width ({hidden_width(student)}) differs from the teacher's "
                         f"({hidden_width(teacher)}); the feature losses need equal widths")
     return not shares_tokens
+
+
+def patient_layers(args, student, teacher):
+    """PKD's layer map, ``((student layer j, teacher layer I(j)), ...)`` for j = 1 .. k - 1 of a
+    k-layer student (its last layer is distilled through the logits), from an n-layer teacher:
+
+        skip  I(j) = j * (n // k)       (6 from 12 layers: 2, 4, 6, 8, 10)
+        last  I(j) = n - k + j          (6 from 12 layers: 7, 8, 9, 10, 11)
+
+    or ``--pkd_teacher_layers`` (I(1), I(2), ... given, up to k - 1 of them, each in 1 .. n).
+    Layer j is the output of the j-th transformer layer (``hidden_states[j]``)."""
+    k, n = num_layers(student), num_layers(teacher)
+    if args.pkd_teacher_layers:
+        try:
+            mapped = [int(layer) for layer in args.pkd_teacher_layers.split(",")]
+        except ValueError:
+            raise UserError(f"--pkd_teacher_layers {args.pkd_teacher_layers}: expected teacher layer numbers "
+                            "separated by commas, e.g. 2,4,6,8,10") from None
+        if not 1 <= len(mapped) <= k - 1 or not all(1 <= layer <= n for layer in mapped):
+            raise UserError(f"--pkd_teacher_layers {args.pkd_teacher_layers}: the {k}-layer student maps at most "
+                            f"{k - 1} layers (its last is distilled through the logits), each to a teacher layer "
+                            f"between 1 and {n}")
+    elif k < 2 or n < k:
+        raise UserError(f"--alpha_pkd: PKD maps the student's layers 1 .. k-1 into a teacher at least as deep; "
+                        f"the student has {k} layers and the teacher {n}")
+    elif args.pkd_layers == "skip":
+        mapped = [j * (n // k) for j in range(1, k)]
+    else:
+        mapped = [n - k + j for j in range(1, k)]
+    return tuple(zip(range(1, len(mapped) + 1), mapped))
+
+
+def cls_states(hidden_states, layers):
+    """``(B, M, d)``: the first-token ([CLS]) vectors of ``hidden_states`` (a model's
+    ``output_hidden_states``) at ``layers``."""
+    return torch.stack([hidden_states[layer][:, 0] for layer in layers], dim=1)
 
 
 @dataclass
@@ -102,6 +152,7 @@ class StudentAndTeacher:
     teacher: Any
     tokenizer: Any  # the student's; the teacher reads the same ids unless teacher_tokenizer is set
     teacher_tokenizer: Any = None  # the teacher's own, when it tokenises differently (logit KD only)
+    patient_layers: tuple = ()  # PKD's ((student layer, teacher layer), ...), when the loss has the term
 
     @property
     def pad_token_ids(self):
@@ -125,27 +176,31 @@ def load_student_and_teacher(args, task, loss, device):
                               keep_head=not args.do_train)
     own_teacher_tokens = check_pair(args, loss, student, teacher, tokenizer, teacher_tokenizer,
                                     args.student_model_name_or_path, args.teacher_model_name_or_path)
+    layers = patient_layers(args, student, teacher) if loss.uses_patience else ()
     teacher.to(device).eval().requires_grad_(False)
     student.to(device)
-    return StudentAndTeacher(student, teacher, tokenizer, teacher_tokenizer if own_teacher_tokens else None)
+    return StudentAndTeacher(student, teacher, tokenizer, teacher_tokenizer if own_teacher_tokens else None, layers)
 
 
 def classifier_teacher_outputs(pair, loss, task, args):
-    """``teacher_outputs(batch) -> (logits, last hidden layer or None)`` of the frozen teacher,
-    without gradients: it reads its own tokens when it has them and no ``token_type_ids`` with
-    ``--omit_teacher_token_type_ids``; its logits are put in the task's label order; the hidden
-    layer is returned when ``loss`` has a feature term."""
+    """``teacher_outputs(batch) -> (logits, last hidden layer or None, mapped [CLS] states or
+    None)`` of the frozen teacher, without gradients: it reads its own tokens when it has them and
+    no ``token_type_ids`` with ``--omit_teacher_token_type_ids``; its logits are put in the task's
+    label order; the hidden layer is returned when ``loss`` has a feature term, the (B, M, d)
+    [CLS] states of the teacher layers of ``pair.patient_layers`` when it has the PKD term."""
     teacher = pair.teacher
+    needs_states = loss.uses_features or loss.uses_patience
+    mapped = [teacher_layer for _, teacher_layer in pair.patient_layers]
     teacher_prefix = "teacher_" if pair.teacher_tokenizer is not None else ""
     teacher_accepted = forward_arguments(teacher) - ({"token_type_ids"} if args.omit_teacher_token_type_ids else set())
     teacher_order = label_permutation(teacher.config, task)
 
     @torch.no_grad()
     def teacher_outputs(batch):
-        outputs = teacher(**model_inputs(batch, teacher_accepted, teacher_prefix),
-                          output_hidden_states=loss.uses_features)
+        outputs = teacher(**model_inputs(batch, teacher_accepted, teacher_prefix), output_hidden_states=needs_states)
         logits = outputs.logits if teacher_order is None else outputs.logits[:, teacher_order]
-        return logits, outputs.hidden_states[-1] if loss.uses_features else None
+        return (logits, outputs.hidden_states[-1] if loss.uses_features else None,
+                cls_states(outputs.hidden_states, mapped) if loss.uses_patience else None)
 
     return teacher_outputs
 
@@ -160,26 +215,32 @@ def classifier_teacher_targets(args, runtime, pair, loss, task, train_features, 
     train_features = with_example_index(train_features)
     cache = TeacherCache.fill(args, runtime, pair.teacher, teacher_outputs, train_features, collate_fn,
                               num_logits=pair.teacher.config.num_labels,
-                              hidden_width=hidden_width(pair.teacher) if loss.uses_features else None)
+                              hidden_width=hidden_width(pair.teacher) if loss.uses_features else None,
+                              patience_shape=(len(pair.patient_layers), hidden_width(pair.teacher))
+                              if loss.uses_patience else None)
     return train_features, cache
 
 
 def classifier_distillation_loss(pair, loss, teacher_outputs):
     """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.loop.train``.
 
-    The student's forward gives the task loss, its logits and (when a feature loss is on) its
-    last hidden layer; ``teacher_outputs(batch)`` (``classifier_teacher_outputs`` or its
+    The student's forward gives the task loss, its logits, (when a feature loss is on) its last
+    hidden layer and (with the PKD term) the [CLS] states of its layers of
+    ``pair.patient_layers``; ``teacher_outputs(batch)`` (``classifier_teacher_outputs`` or its
     ``TeacherCache``) the teacher's; ``loss`` (a ``OneToOneLoss``) combines them.
     """
     student_accepted = forward_arguments(pair.student)
+    mapped = [student_layer for student_layer, _ in pair.patient_layers]
 
-    def compute_loss(student, batch):
-        outputs = student(**model_inputs(batch, student_accepted), labels=batch["labels"],
-                          output_hidden_states=loss.uses_features)
-        teacher_logits, teacher_hidden = teacher_outputs(batch) if loss.uses_teacher else (None, None)
+    def compute_loss(model, batch):
+        outputs = model(**model_inputs(batch, student_accepted), labels=batch["labels"],
+                          output_hidden_states=loss.uses_features or loss.uses_patience)
+        teacher_logits, teacher_hidden, teacher_patience = (teacher_outputs(batch) if loss.uses_teacher
+                                                            else (None, None, None))
         student_hidden = outputs.hidden_states[-1] if loss.uses_features else None
+        student_patience = cls_states(outputs.hidden_states, mapped) if loss.uses_patience else None
         return loss(outputs.loss, outputs.logits, teacher_logits, student_hidden, teacher_hidden,
-                    batch["attention_mask"])
+                    batch["attention_mask"], student_patience, teacher_patience)
 
     return compute_loss
 
@@ -208,7 +269,7 @@ def load_span_teacher(args, loss, student, tokenizer, device):
 
 
 def span_teacher_outputs(teacher, args, uses_features):
-    """``teacher_outputs(batch) -> (logits (B, T, 2), last hidden layer or None)`` of the frozen
+    """``teacher_outputs(batch) -> (logits (B, T, 2), last hidden layer or None, None)`` of the frozen
     teacher, without gradients: its start and end logits stacked on the last dimension, unmasked
     (``teacher_span_logits`` masks them), from the student's windows with their ``token_type_ids``
     (none with ``--omit_teacher_token_type_ids``); the hidden layer when ``uses_features``."""
@@ -218,7 +279,7 @@ def span_teacher_outputs(teacher, args, uses_features):
     def teacher_outputs(batch):
         outputs = teacher(**model_inputs(batch, accepted), output_hidden_states=uses_features)
         logits = torch.stack([outputs.start_logits, outputs.end_logits], dim=-1)
-        return logits, outputs.hidden_states[-1] if uses_features else None
+        return logits, outputs.hidden_states[-1] if uses_features else None, None
 
     return teacher_outputs
 
@@ -261,7 +322,7 @@ def span_distillation_loss(student, loss, teacher_outputs, released_padding):
         student_logits = span_logits(outputs, batch, released_padding)
         teacher_logits = teacher_hidden = None
         if teacher_outputs is not None:
-            logits, teacher_hidden = teacher_outputs(batch)
+            logits, teacher_hidden, _ = teacher_outputs(batch)
             teacher_logits = teacher_span_logits(logits, batch, released_padding)
         student_hidden = outputs.hidden_states[-1] if loss.uses_features else None
         return loss(span_loss(*student_logits, batch), student_logits, teacher_logits, student_hidden,

@@ -64,18 +64,21 @@ def with_example_index(features):
 
 
 class TeacherCache:
-    """``cache(batch) -> (teacher_logits, teacher_hidden or None)``, float32 on the batch's device,
-    like the teacher function it was filled from; ``teacher_hidden`` is ``(B, T, d)`` with the
-    cached rows at the real tokens and zeros at padding (which the losses never read).
+    """``cache(batch) -> (teacher_logits, teacher_hidden or None, teacher_patience or None)``,
+    float32 on the batch's device, like the teacher function it was filled from; ``teacher_hidden``
+    is ``(B, T, d)`` with the cached rows at the real tokens and zeros at padding (which the losses
+    never read); ``teacher_patience`` the ``(B, M, d)`` [CLS] states of the layers PKD maps.
 
     Per-token logits (``logit_offsets`` set) come back as ``(B, T, C)`` with the cached values at
     the kept positions and zeros elsewhere (padding, which the caller masks); the kept positions
     are the real tokens, or, with ``padded_length``, all positions of batches padded to it.
     """
 
-    def __init__(self, logits, hidden, offsets, dtype, logit_offsets=None, padded_length=None):
+    def __init__(self, logits, hidden, offsets, dtype, logit_offsets=None, padded_length=None, patience=None,
+                 patience_shape=None):
         self.logits = logits
         self.hidden = hidden
+        self.patience, self.patience_shape = patience, patience_shape
         self.offsets = offsets
         self.dtype = dtype
         self.logit_offsets = logit_offsets
@@ -91,9 +94,11 @@ class TeacherCache:
             logits = self._values(self.logits[indices]).to(mask.device)
         else:
             logits = self._gather(self.logits, self.logit_offsets, indices, self.logit_positions(batch))
-        if self.hidden is None:
-            return logits, None
-        return logits, self._gather(self.hidden, self.offsets, indices, mask)
+        hidden = None if self.hidden is None else self._gather(self.hidden, self.offsets, indices, mask)
+        patience = None
+        if self.patience is not None:
+            patience = self._values(self.patience[indices]).to(mask.device).view(len(indices), *self.patience_shape)
+        return logits, hidden, patience
 
     def logit_positions(self, batch):
         """``(B, T)`` bool: the positions whose per-token logits are cached."""
@@ -121,11 +126,13 @@ class TeacherCache:
 
     @classmethod
     def fill(cls, args, runtime, teacher, teacher_outputs, dataset, collate_fn, *, num_logits, hidden_width=None,
-             logits_per_token=False, padded_length=None):
-        """Run ``teacher_outputs(batch) -> (logits, last hidden (B, T, d) or None)`` once over
-        ``dataset`` (batches of ``--per_device_eval_batch_size``, longest examples first, no
-        gradients, under the run's mixed precision as in training) and store its outputs;
-        ``hidden_width`` None: logits only. Every process fills the cache for the whole dataset.
+             logits_per_token=False, padded_length=None, patience_shape=None):
+        """Run ``teacher_outputs(batch) -> (logits, last hidden (B, T, d) or None, mapped [CLS]
+        states (B, M, d) or None)`` once over ``dataset`` (batches of
+        ``--per_device_eval_batch_size``, longest examples first, no gradients, under the run's
+        mixed precision as in training) and store its outputs; ``hidden_width`` None: no hidden
+        states; ``patience_shape`` (M, d), or None: no [CLS] states. Every process fills the cache
+        for the whole dataset.
 
         The logits are ``(B, C)``, or with ``logits_per_token`` ``(B, T, C)``, kept at the real
         tokens or, with ``padded_length``, at all positions of batches that ``collate_fn`` pads to
@@ -146,14 +153,16 @@ class TeacherCache:
             logit_offsets = _offsets([padded_length] * len(dataset) if padded_length else lengths)
         tokens = int(offsets[-1]) if hidden_width else 0
         logit_rows = len(dataset) if logit_offsets is None else int(logit_offsets[-1])
-        size = 2 * (logit_rows * num_logits + tokens * (hidden_width or 0))
+        patience_width = patience_shape[0] * patience_shape[1] if patience_shape else 0
+        size = 2 * (logit_rows * num_logits + tokens * (hidden_width or 0) + len(dataset) * patience_width)
         folder = cache_folder(args, size)
         logger.info("teacher cache: %s examples, %.1fM real tokens, %s in %s, %s", f"{len(dataset):,}",
                     tokens / 1e6, _readable(size), args.cache_teacher_dtype,
                     "in memory" if folder is None else f"memory-mapped in {folder}")
         logits = _table(folder, "logits", (logit_rows, num_logits))
         hidden = _table(folder, "hidden", (tokens, hidden_width)) if hidden_width else None
-        cache = cls(logits, hidden, offsets, dtype, logit_offsets, padded_length)
+        patience = _table(folder, "patience", (len(dataset), patience_width)) if patience_shape else None
+        cache = cls(logits, hidden, offsets, dtype, logit_offsets, padded_length, patience, patience_shape)
 
         order = sorted(range(len(dataset)), key=lambda i: -lengths[i])
         batch_size = args.per_device_eval_batch_size
@@ -167,7 +176,7 @@ class TeacherCache:
                                                      disable=None if runtime.is_main else True)):
                 batch = move_to_device(batch, runtime.device)
                 with runtime.autocast():
-                    batch_logits, batch_hidden = teacher_outputs(batch)
+                    batch_logits, batch_hidden, batch_patience = teacher_outputs(batch)
                 if logit_offsets is None:
                     logits[indices] = _bits(batch_logits, dtype)
                 else:
@@ -175,6 +184,8 @@ class TeacherCache:
                     _write_rows(logits, logit_offsets, indices, _bits(batch_logits[kept], dtype))
                 if hidden is not None:
                     _write_rows(hidden, offsets, indices, _bits(batch_hidden[batch["attention_mask"].bool()], dtype))
+                if patience is not None:
+                    patience[indices] = _bits(batch_patience.flatten(1), dtype)
         return cache
 
 
