@@ -40,6 +40,7 @@ from utils.glue_data import get_task
 # The results layout, the one definition: scripts/common.sh reads it with --print-layout.
 RUN_DIR_LAYOUT = "{table}/{task}/{method}/seed{seed}"
 LOG_SUFFIX = ".log"
+COMPLETION_MARK = "run_complete.json"  # utils.runtime.COMPLETION_MARK: a run writes it last
 TEACHER_SEED = 42
 
 METRIC_NAMES = {"accuracy": "acc", "accuracy_mm": "acc-mm", "f1": "F1", "matthews_correlation": "MCC",
@@ -119,10 +120,12 @@ def run_dir(root, table, task, method, seed):
 
 
 def run_status(path):
-    """("ok", metrics) for a finished run, ("failed", None) or ("missing", None) otherwise."""
+    """("ok", metrics) for a finished run (its completion mark written), ("failed", None) or
+    ("missing", None) otherwise: a run without the mark is still running, was interrupted or failed,
+    whatever results it wrote on the way (LGTM writes its best student's as it goes)."""
     results = path / "eval_results.json"
     log = path.with_name(path.name + LOG_SUFFIX)
-    if results.is_file():
+    if results.is_file() and (path / COMPLETION_MARK).is_file():
         try:
             return "ok", json.loads(results.read_text())
         except (OSError, ValueError):

@@ -24,7 +24,7 @@ from utils.glue import (
 from utils.glue_data import get_task
 from utils.models import fine_tuning_loss, forward_arguments, load_classifier, load_tokenizer
 from utils.loop import train
-from utils.runtime import save_trained, start_run
+from utils.runtime import mark_complete, save_trained, start_run
 
 
 def parse_args(argv=None):
@@ -48,7 +48,7 @@ def parse_args(argv=None):
 def main(argv=None):
     command = parse_args(argv)
     args, task = resolved_options(command), get_task(command.task_name)
-    runtime, resume = start_run(args)
+    runtime, resume = start_run(args, command)
 
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, cache_dir=args.cache_dir,
                                do_lower_case=args.do_lower_case)
@@ -77,6 +77,7 @@ def main(argv=None):
 
     model.eval()
     write_results(args, runtime, evaluate, forward, eval_sets, prediction_sets, collate)
+    mark_complete(args.output_dir, runtime, "run_glue.py")
 
 
 if __name__ == "__main__":

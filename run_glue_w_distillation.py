@@ -32,7 +32,7 @@ from utils.glue_data import get_task
 from utils.models import forward_arguments
 from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.loop import train
-from utils.runtime import save_trained, start_run
+from utils.runtime import mark_complete, save_trained, start_run
 
 TASK_WEIGHT = "alpha_glue"  # the option that weighs the task loss
 
@@ -60,7 +60,7 @@ def main(argv=None):
     command = parse_args(argv)
     args, task = resolved_options(command), get_task(command.task_name)
     loss_fn = loss_from_args(args, TASK_WEIGHT)
-    runtime, resume = start_run(args)
+    runtime, resume = start_run(args, command)
 
     # Models and evaluation data
     pair = load_student_and_teacher(args, task, loss_fn, runtime.device)
@@ -94,6 +94,7 @@ def main(argv=None):
     # Results
     student.eval()
     write_results(args, runtime, evaluate, forward, eval_sets, prediction_sets, collate)
+    mark_complete(args.output_dir, runtime, "run_glue_w_distillation.py")
 
 
 if __name__ == "__main__":

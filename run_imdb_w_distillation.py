@@ -34,7 +34,7 @@ from utils.imdb import (
 from utils.models import forward_arguments
 from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.loop import train
-from utils.runtime import save_trained, start_run
+from utils.runtime import mark_complete, save_trained, start_run
 
 TASK_WEIGHT = "alpha_imdb"  # the option that weighs the task loss
 
@@ -63,7 +63,7 @@ def main(argv=None):
     command = parse_args(argv)
     args = resolved_options(command)
     loss_fn = loss_from_args(args, TASK_WEIGHT)
-    runtime, resume = start_run(args)
+    runtime, resume = start_run(args, command)
 
     # Models and evaluation data
     pair = load_student_and_teacher(args, IMDB, loss_fn, runtime.device)
@@ -98,6 +98,7 @@ def main(argv=None):
     # Results
     if eval_set:
         write_eval_results(args, runtime, evaluate())
+    mark_complete(args.output_dir, runtime, "run_imdb_w_distillation.py")
 
 
 if __name__ == "__main__":

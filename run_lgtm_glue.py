@@ -51,7 +51,7 @@ from utils.models import (
     load_tokenizer,
     same_vocabulary,
 )
-from utils.runtime import save_trained, start_run, write_json
+from utils.runtime import mark_complete, save_trained, start_run, write_json
 
 logger = logging.getLogger("run_lgtm_glue")
 
@@ -145,7 +145,7 @@ def main(argv=None):
     command = parse_args(argv)
     args = resolved_options(command, evaluate_during_training=command.do_eval)
     task = get_task(args.task_name)
-    runtime, resume = start_run(args)
+    runtime, resume = start_run(args, command)
 
     # Models and evaluation data
     tokenizer = load_tokenizer(args.model_name_or_path, what="student", cache_dir=args.cache_dir)
@@ -241,6 +241,7 @@ def main(argv=None):
             student = load_classifier(args.output_dir, task, what="best student", keep_head=True).to(runtime.device)
         student.eval()
         write_results(args, runtime, None, logits_of(student), {}, prediction_sets, collate)
+    mark_complete(args.output_dir, runtime, "run_lgtm_glue.py")
 
 
 if __name__ == "__main__":

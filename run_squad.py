@@ -25,7 +25,7 @@ from utils.squad import (
     write_answers,
 )
 from utils.loop import train
-from utils.runtime import save_trained, start_run
+from utils.runtime import mark_complete, save_trained, start_run
 
 
 def parse_args(argv=None):
@@ -51,7 +51,7 @@ def parse_args(argv=None):
 def main(argv=None):
     command = parse_args(argv)
     args = resolved_options(command)
-    runtime, resume = start_run(args)
+    runtime, resume = start_run(args, command)
 
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, cache_dir=args.cache_dir,
                                do_lower_case=args.do_lower_case)
@@ -82,6 +82,7 @@ def main(argv=None):
         answers = answer()
         if runtime.is_main:
             write_answers(args, answers)
+    mark_complete(args.output_dir, runtime, "run_squad.py")
 
 
 if __name__ == "__main__":

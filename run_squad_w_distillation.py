@@ -38,7 +38,7 @@ from utils.squad import (
 )
 from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.loop import train
-from utils.runtime import save_trained, start_run
+from utils.runtime import mark_complete, save_trained, start_run
 
 TASK_WEIGHT = "alpha_squad"  # the option that weighs the task loss
 
@@ -73,7 +73,7 @@ def main(argv=None):
     command = parse_args(argv)
     args = resolved_options(command)
     loss_fn = loss_from_args(args, TASK_WEIGHT)
-    runtime, resume = start_run(args)
+    runtime, resume = start_run(args, command)
 
     # Models and evaluation data
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, what="student",
@@ -115,6 +115,7 @@ def main(argv=None):
         answers = answer()
         if runtime.is_main:
             write_answers(args, answers)
+    mark_complete(args.output_dir, runtime, "run_squad_w_distillation.py")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@
 # would make the folder non-empty, which the training scripts refuse.
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# what every training script writes last, once its run has finished (utils/runtime.py)
+COMPLETION_MARK=run_complete.json
 PYTHON=${PYTHON:-python}
 SCRIPT_PATH=${SCRIPT_PATH:-$0}
 
@@ -161,7 +163,7 @@ job() {
     stage_selected "$stage" || return 0
     local dir
     dir=$(run_dir "$task" "$method" "$seed")
-    if [[ -f $dir/eval_results.json ]]; then
+    if [[ -f $dir/$COMPLETION_MARK ]]; then
         ((LIST_JOBS)) || echo "# skip (finished): $dir"
         return 0
     fi
@@ -185,8 +187,8 @@ job() {
     fi
     echo "+ $(quote "${command[@]}")"
     ((DRY_RUN)) && return 0
-    if [[ -n $needs && ! -f $needs/eval_results.json ]]; then
-        die "$dir needs $needs to have finished (no eval_results.json there): run --stage teachers first"
+    if [[ -n $needs && ! -f $needs/$COMPLETION_MARK ]]; then
+        die "$dir needs $needs to have finished (no $COMPLETION_MARK there): run --stage teachers first"
     fi
     local log=$dir.log status
     mkdir -p "$(dirname "$dir")"
@@ -196,7 +198,7 @@ job() {
     status=${PIPESTATUS[0]}
     set -e
     ((status == 0)) || die "run failed (exit $status): $dir; log: $log; command: $(quote "${command[@]}")"
-    [[ -f $dir/eval_results.json ]] || die "run ended without writing $dir/eval_results.json; log: $log"
+    [[ -f $dir/$COMPLETION_MARK ]] || die "run ended without writing $dir/$COMPLETION_MARK; log: $log"
 }
 
 glue_task_dir() {

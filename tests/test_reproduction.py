@@ -103,9 +103,36 @@ def test_one_to_one_glue_runs_the_ft_and_pkd_rows(tmp_path):
     assert pkd["--output_dir"] == str(out / "one_to_one_glue/rte/pkd/seed42")
 
 
-def finished(path, **metrics):
+def finished(path, complete=True, **metrics):
+    """A run folder with its results and, unless ``complete`` is False, its completion mark."""
     path.mkdir(parents=True)
     (path / "eval_results.json").write_text(json.dumps(metrics))
+    if complete:
+        (path / "run_complete.json").write_text("{}")
+
+
+def test_a_run_with_results_but_no_completion_mark_is_run_again_and_not_counted(tmp_path):
+    """LGTM writes its best student's eval_results.json while it trains: without the mark written
+    last, an interrupted run is unfinished for the table scripts and collect_results.py."""
+    out = tmp_path / "results"
+    finished(out / "lgtm_glue/rte/teacher/seed42", accuracy=0.7)
+    finished(out / "lgtm_glue/rte/lgtm/seed1", complete=False, accuracy=0.6)
+    result = run_script("lgtm_glue.sh", "--dry-run", "--tasks", "rte", "--methods", "lgtm", "--seeds", "1",
+                        "--output-root", str(out))
+    (again,) = [c for c in commands(result.stdout) if c["script"] == "run_lgtm_glue.py"]
+    assert again["flags"]["--seed"] == "1" and again["flags"]["--overwrite_output_dir"] is True, \
+        "no checkpoint to resume from: it starts again"
+    collected = collect_results.collect_table(out, "lgtm_glue", tasks=["rte"])
+    rows = {label: cells for label, cells, *_ in collected["rows"]}
+    assert rows["LGTM"][("rte", "accuracy")].status() == "failed" and rows["LGTM"][("rte", "accuracy")].mean is None
+    assert rows["BERT-base teacher (fine-tuned, for KD)"][("rte", "accuracy")].mean == pytest.approx(70.0)
+
+
+def test_collect_results_and_the_scripts_name_the_completion_mark_the_runs_write():
+    import utils.runtime
+
+    assert collect_results.COMPLETION_MARK == utils.runtime.COMPLETION_MARK
+    assert f"COMPLETION_MARK={utils.runtime.COMPLETION_MARK}\n" in (SCRIPTS / "common.sh").read_text()
 
 
 def test_finished_runs_are_skipped_and_left_out_of_the_job_list(tmp_path):
@@ -190,6 +217,7 @@ if "--seed" in args and args[args.index("--seed") + 1] == "13":
     sys.exit(3)
 out.mkdir(parents=True, exist_ok=True)
 (out / "eval_results.json").write_text(json.dumps({"accuracy": 0.5, "argv": args}))
+(out / "run_complete.json").write_text("{}")
 """
 
 
@@ -388,7 +416,7 @@ def test_a_smoke_run_of_the_one_to_one_glue_table_with_ft_and_pkd(glue_dir, tmp_
         capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     for method in ("teacher", "ft", "pkd", "corr_mask"):
-        assert (out / f"one_to_one_glue/rte/{method}/seed42/eval_results.json").is_file(), method
+        assert (out / f"one_to_one_glue/rte/{method}/seed42/run_complete.json").is_file(), method
     assert collect_results.main([str(out), "--plot", str(tmp_path / "tables")]) == 0
     table = capsys.readouterr().out
     for row in ("| DistilBERT fine-tuned (no teacher) (published) | ", "| DistilBERT + PKD (published) | ",

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -87,11 +88,14 @@ def setup_runtime(args):
     return Runtime(device=device, rank=rank, world_size=world_size, amp_dtype=amp_dtype)
 
 
-def start_run(args):
-    """The start of every script: the runtime, the output folders checked (before training),
-    the seed set. Returns ``(runtime, checkpoint to resume from or None)``."""
+def start_run(args, command):
+    """The start of every script: the runtime, the output folders checked before any work (and,
+    when training, whether to resume: ``prepare_output_dir``), the seed set. ``command`` is the
+    parsed command line as typed, ``args`` the options resolved from it. Returns ``(runtime,
+    checkpoint to resume from or None)``."""
     runtime = setup_runtime(args)
-    resume = prepare_output_dir(args, runtime) if args.do_train else None
+    check_writable(args)
+    resume = prepare_output_dir(args, command, runtime) if args.do_train else None
     if runtime.is_main:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)
@@ -110,6 +114,16 @@ def move_to_device(batch, device):
 
 # --------------------------------------------------------------------------- output folders
 
+COMPLETION_MARK = "run_complete.json"
+RUN_ARGS = "run_args.json"
+# what a start writes before its first checkpoint: a folder holding only these is not a run yet
+FAILED_START_FILES = {RUN_ARGS, "runs", "teacher_cache"}
+# options that change no number a run computes: a resume may differ in them
+RESUME_NEUTRAL = {"overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "save_steps", "save_total_limit",
+                  "disable_tqdm", "report_to", "dataloader_num_workers", "cache_dir", "cache_teacher_dir",
+                  "cache_teacher_max_memory_gb", "local_rank", "allow_changed_args", "per_device_eval_batch_size",
+                  "output_dir", "output_dir_intermed"}
+
 
 def checkpoint_dir(args):
     """Where checkpoints and TensorBoard logs go: ``--output_dir_intermed`` where a script has
@@ -121,12 +135,80 @@ def _non_empty(directory):
     return directory.is_dir() and any(directory.iterdir())
 
 
-def prepare_output_dir(args, runtime, finished_marker="eval_results.json"):
+def _failed_start(directory):
+    """Whether ``directory`` holds nothing but what a start writes before its first checkpoint."""
+    return all(entry.name in FAILED_START_FILES for entry in directory.iterdir()) if directory.is_dir() else True
+
+
+def is_complete(output_dir):
+    """Whether ``output_dir`` holds a finished run (its completion mark, written last)."""
+    return (Path(output_dir) / COMPLETION_MARK).is_file()
+
+
+def mark_complete(output_dir, runtime, script):
+    """Write ``<output_dir>/run_complete.json``, the one sign that a run has finished, after every
+    other file of the run (results, the saved model): the resume logic, the table scripts and
+    ``collect_results.py`` take a run without it for unfinished."""
+    runtime.barrier()
+    if runtime.is_main:
+        write_json(Path(output_dir) / COMPLETION_MARK,
+                   {"script": script, "finished_at": datetime.now().isoformat(timespec="seconds")})
+
+
+def check_writable(args):
+    """Refuse an output folder (``--output_dir``, ``--output_dir_intermed``) that is a file or that
+    cannot be written, before any model is loaded."""
+    for option in ("output_dir", "output_dir_intermed"):
+        folder = getattr(args, option, None)
+        if not folder:
+            continue
+        path = Path(folder)
+        existing = next((parent for parent in (path, *path.parents) if parent.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise UserError(f"--{option} {folder}: {existing} is a file, not a folder")
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"--{option} {folder}: {existing} cannot be written (permission denied)")
+
+
+def changed_options(recorded, command):
+    """``{option: (recorded value, value now)}`` for the options that change a run's numbers."""
+    now = {key: value for key, value in vars(command).items() if key != "local_rank"}
+    return {key: (recorded.get(key), now.get(key)) for key in sorted(set(recorded) | set(now))
+            if key not in RESUME_NEUTRAL and recorded.get(key) != now.get(key)}
+
+
+def check_resumed_command(args, command, checkpoint):
+    """A resume continues the run its checkpoint belongs to: refuse a command that differs from
+    the recorded one (``run_args.json``) in an option that changes the result, listing the
+    differences, unless ``--allow_changed_args`` (then warn, and keep the old record beside the new)."""
+    record = Path(args.output_dir) / RUN_ARGS
+    if not record.is_file():
+        return
+    try:
+        recorded = json.loads(record.read_text())
+    except ValueError:
+        raise UserError(f"{record} is not valid JSON: cannot tell whether this command continues that run") from None
+    changes = changed_options(recorded, command)
+    if not changes:
+        return
+    listed = "; ".join(f"--{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+    if not getattr(command, "allow_changed_args", False):
+        raise UserError(f"resuming {checkpoint} with options that differ from its run ({listed}); run the same "
+                        "command, pass --allow_changed_args to continue with the new values, or "
+                        "--overwrite_output_dir to start again")
+    logger.warning("resuming %s with changed options: %s", checkpoint, listed)
+    os.replace(record, record.with_name(f"run_args.before_{Path(checkpoint).name}.json"))
+
+
+def prepare_output_dir(args, command, runtime):
     """Check the output folders before any work; return the checkpoint to resume from, or None.
 
-    A non-empty output folder is refused unless ``--overwrite_output_dir`` is given (then old
-    checkpoints are removed so that they are never resumed by mistake) or it holds the
-    checkpoints of an unfinished run (then training resumes from the last one).
+    A folder holding a finished run (its completion mark) is refused unless
+    ``--overwrite_output_dir`` is given (then its mark and checkpoints are removed, so that
+    neither a resume nor a table takes the old run for the new one). A folder with checkpoints
+    and no mark holds an interrupted run: training resumes from the last checkpoint (with the same
+    command, ``check_resumed_command``). A folder holding only what a failed start wrote
+    (``run_args.json``, TensorBoard events) starts afresh. Anything else is refused.
     """
     output_dir, work_dir = Path(args.output_dir), checkpoint_dir(args)
     resume = None
@@ -135,15 +217,23 @@ def prepare_output_dir(args, runtime, finished_marker="eval_results.json"):
         if not (resume / TRAINING_STATE).is_file():
             raise UserError(f"--resume_from_checkpoint {resume}: not a checkpoint folder "
                             f"(no {TRAINING_STATE} in it)")
+        check_resumed_command(args, command, resume)
     elif _non_empty(output_dir) or _non_empty(work_dir):
         checkpoints = checkpoints_in(work_dir)
         if args.overwrite_output_dir:
             if runtime.is_main:
                 for checkpoint in checkpoints:
                     shutil.rmtree(checkpoint)
-        elif checkpoints and not (output_dir / finished_marker).exists():
+                (output_dir / COMPLETION_MARK).unlink(missing_ok=True)
+        elif is_complete(output_dir):
+            raise UserError(f"output directory {output_dir} holds a finished run ({COMPLETION_MARK}); pass "
+                            "--overwrite_output_dir to train again there, or choose another --output_dir")
+        elif checkpoints:
             resume = checkpoints[-1]
+            check_resumed_command(args, command, resume)
             logger.info("resuming the interrupted run in %s from %s", work_dir, resume.name)
+        elif _failed_start(output_dir) and _failed_start(work_dir):
+            logger.info("%s holds only what an earlier start wrote before failing: starting afresh", output_dir)
         else:
             busy = output_dir if _non_empty(output_dir) else work_dir
             raise UserError(f"output directory {busy} is not empty; pass --overwrite_output_dir "
