@@ -15,6 +15,7 @@ from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.glue import (
     add_glue_data_args,
+    check_max_seq_length,
     evaluate_splits,
     load_glue_dev_sets,
     load_prediction_sets,
@@ -53,6 +54,7 @@ def main(argv=None):
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, cache_dir=args.cache_dir,
                                do_lower_case=args.do_lower_case)
     model = load_classifier(args.model_name_or_path, task, cache_dir=args.cache_dir, keep_head=not args.do_train)
+    check_max_seq_length(args.max_seq_length, tokenizer, model)
     model.to(runtime.device)
     accepted = forward_arguments(model)
     collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length, task.is_regression)

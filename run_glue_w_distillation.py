@@ -22,6 +22,7 @@ from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.glue import (
     add_glue_data_args,
+    check_max_seq_length,
     evaluate_splits,
     load_glue_dev_sets,
     load_prediction_sets,
@@ -65,6 +66,7 @@ def main(argv=None):
     # Models and evaluation data
     pair = load_student_and_teacher(args, task, loss_fn, runtime.device)
     student, tokenizer, teacher_tokens = pair.student, pair.tokenizer, pair.teacher_tokenizer
+    check_max_seq_length(args.max_seq_length, tokenizer, student, pair.teacher)
     student_accepted = forward_arguments(student)
     collate = PadCollator(pair.pad_token_ids, args.max_seq_length, args.pad_to_max_length, task.is_regression)
     eval_sets = load_glue_dev_sets(args, task, tokenizer, teacher_tokens) if args.do_eval else {}

@@ -26,6 +26,7 @@ from utils.errors import UserError, exit_on_user_error
 from utils.features import PadCollator, model_inputs, tokenize_examples
 from utils.glue import (
     add_glue_data_args,
+    check_max_seq_length,
     evaluate_splits,
     labelled_features,
     load_glue_dev_sets,
@@ -73,6 +74,8 @@ def parse_args(argv=None):
     add_flag(group, "--init_classifier_to_zero", "--init_classifier_as_zero",
              help="set the classification heads of both models to zero")
     add_flag(group, "--use_lgtm", help="weight the teacher's update by distillation influence (LGTM)")
+    add_flag(group, "--allow_untrained_teacher_head",
+             help="KD from a teacher saved without a trained head (refused otherwise: its logits are random)")
     group.add_argument("--lgtm_r", type=float, default=0.01, help="finite-difference step: eps = r / ||v||")
     group.add_argument("--quiz_source", choices=["validation", "train_split"], default="validation",
                        help="quiz batches from the dev set (as released) or from a held-out part of train")
@@ -90,6 +93,10 @@ def parse_args(argv=None):
         raise UserError(f"--quiz_ratio must be between 0 and 1, got {args.quiz_ratio}")
     if args.temperature <= 0:
         raise UserError(f"--temperature must be positive, got {args.temperature}")
+    if args.do_train and args.train_teacher and not args.t_learning_rate > 0:
+        raise UserError(f"--t_learning_rate must be above 0 (it trains the teacher), got {args.t_learning_rate}")
+    if args.use_lgtm and not args.lgtm_r > 0:
+        raise UserError(f"--lgtm_r must be above 0 (the finite-difference step), got {args.lgtm_r}")
     return args
 
 
@@ -112,8 +119,14 @@ def load_models(args, task, tokenizer):
         if not same_vocabulary(tokenizer, teacher_tokenizer):
             raise UserError(f"the student {args.model_name_or_path} and the teacher {args.teacher_model} use "
                             "different vocabularies; KD, ProKT and LGTM feed both the same token ids")
-        if not teacher_is_classifier and not args.train_teacher:
-            logger.warning("KD from a teacher that was not fine-tuned (%s): its head is random", args.teacher_model)
+        if not teacher_is_classifier and not (args.train_teacher or args.allow_untrained_teacher_head):
+            raise UserError(f"KD distils from a frozen teacher, but {args.teacher_model} was saved without a trained "
+                            "classification head (its logits would be random): pass a teacher fine-tuned on "
+                            f"{task.name} (run_glue.py), or --allow_untrained_teacher_head")
+        if not teacher_is_classifier:
+            logger.warning("the teacher %s has no trained classification head: %s", args.teacher_model,
+                           "ProKT and LGTM train a new one with it" if args.train_teacher
+                           else "KD distils its random logits (--allow_untrained_teacher_head)")
         teacher = load_classifier(args.teacher_model, task, what="teacher", cache_dir=args.cache_dir,
                                   keep_head=teacher_is_classifier)
     student = load_classifier(args.model_name_or_path, task, what="student", cache_dir=args.cache_dir,
@@ -150,6 +163,7 @@ def main(argv=None):
     # Models and evaluation data
     tokenizer = load_tokenizer(args.model_name_or_path, what="student", cache_dir=args.cache_dir)
     student, teacher = load_models(args, task, tokenizer)
+    check_max_seq_length(args.max_seq_length, tokenizer, *[model for model in (student, teacher) if model is not None])
     student.to(runtime.device)
     collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length, task.is_regression)
     eval_sets = load_glue_dev_sets(args, task, tokenizer) if args.do_eval else {}

@@ -58,7 +58,7 @@ def parse_args(argv=None):
     add_flag(parser, "--do_eval", help="evaluate on the predict file (after training, when training)")
     add_squad_data_args(parser)
     add_distillation_args(parser, TASK_WEIGHT, alpha_ce=0.0, alpha_corr=0.5, alpha_mse=0.0, alpha_cos=0.0,
-                          patient=False)
+                          classifiers=False)
     add_training_args(parser, batch_size=16, learning_rate=5e-5, epochs=3.0, output_dir_intermed=True)
     add_teacher_cache_args(parser)
     args = parser.parse_args(argv)

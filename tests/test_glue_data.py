@@ -1,6 +1,7 @@
 """GLUE task registry and readers, on fixtures written in the formats of the real GLUE files."""
 
 import json
+import logging
 import warnings
 
 import datasets
@@ -221,25 +222,39 @@ def test_crlf_line_ends_and_blank_lines_are_tolerated(tmp_path):
     assert as_tuples(read_glue_tsv("sst2", tmp_path, "validation")) == [(0, "good .", None, 1), (2, "bad .", None, 0)]
 
 
-def test_qqp_malformed_rows_are_skipped_with_one_counted_warning(tmp_path):
+def test_qqp_malformed_rows_are_skipped_with_one_counted_warning(tmp_path, caplog):
     rows = [["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]]
     rows += [[i, 2 * i, 2 * i + 1, f"Question {i}?", f"Other {i}?", i % 2] for i in range(10)]
     rows[3] = [2, 4, 5, "How do I cut"]  # a question with a line break splits the row in two
     rows[4] = ["my hair?", 0]
     write(tmp_path / "train.tsv", tsv(*rows))
-    with pytest.warns(UserWarning) as caught:
+    with caplog.at_level(logging.WARNING, logger="utils.glue_data"):
         examples = read_glue_tsv("qqp", tmp_path, "train")
-    assert len(caught) == 1
-    message = str(caught[0].message)
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
     assert "train.tsv" in message and "2 of 10 rows" in message and "line 4" in message
+    assert caplog.records[0].exc_info is None and "\n" not in message, "one line, no Python source line"
     assert [example["idx"] for example in examples] == [0, 1, 4, 5, 6, 7, 8, 9]
 
 
-def test_a_few_bad_labels_are_skipped_with_a_warning(tmp_path):
+def test_a_few_bad_labels_are_skipped_with_a_warning(tmp_path, caplog):
     write(tmp_path / "dev.tsv", tsv(["index", "sentence1", "sentence2", "label"],
                                     [0, "A.", "B.", "entailment"], [1, "C.", "D.", "entailed"], [2, "E.", "F.", 1]))
-    with pytest.warns(UserWarning, match="label 'entailed' is not one of"):
+    with caplog.at_level(logging.WARNING, logger="utils.glue_data"):
         assert as_tuples(read_glue_tsv("rte", tmp_path, "validation")) == [(0, "A.", "B.", 0), (2, "E.", "F.", 1)]
+    assert "label 'entailed' is not one of" in caplog.text
+
+
+def test_an_stsb_score_off_the_0_to_5_scale_is_a_malformed_row(tmp_path, caplog):
+    header = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2",
+              "score"]
+    rows = [[i, "main", "f", "2012", i, "none", "none", f"A {i}.", f"B {i}.", score]
+            for i, score in enumerate(["0.000", "5.000", "1e39", "2.500", "-0.5"])]
+    write(tmp_path / "train.tsv", tsv(header, *rows))
+    with caplog.at_level(logging.WARNING, logger="utils.glue_data"):
+        examples = read_glue_tsv("stsb", tmp_path, "train")
+    assert [example["label"] for example in examples] == [0.0, 5.0, 2.5]
+    assert "2 of 5 rows are malformed" in caplog.text and "outside STS-B's 0 .. 5 scale" in caplog.text
 
 
 def test_mostly_garbage_file_names_file_and_first_bad_line(tmp_path):

@@ -37,7 +37,7 @@ SQUAD_WINDOWS = ["--max_seq_length", "64", "--doc_stride", "16", "--max_query_le
 LGTM = ["--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32", "--learning_rate", "3e-05",
         "--t_learning_rate", "3e-05", "--alpha_kd", "1.0", "--temperature", "1.0", "--num_train_epochs", "1",
         "--num_layers", "2", "--do_train", "--do_eval", "--eval_steps", "2", "--save_steps", "1", "--save_total_limit", "0"]
-LGTM_METHODS = {"kd": [], "prokt": ["--train_teacher", "--init_classifier_as_zero"],
+LGTM_METHODS = {"kd": ["--allow_untrained_teacher_head"], "prokt": ["--train_teacher", "--init_classifier_as_zero"],
                 "lgtm": ["--train_teacher", "--init_classifier_to_zero", "--use_lgtm",
                          "--gradient_accumulation_steps", "2"]}
 

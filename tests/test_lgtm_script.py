@@ -16,7 +16,7 @@ SEED_COMMAND = ("--model_name_or_path {student} --teacher_model {teacher} --task
                 "--per_device_train_batch_size 32 --per_device_eval_batch_size 32 --learning_rate 3e-05 "
                 "--t_learning_rate 3e-05 --alpha_kd 1.0 --temperature 1.0 --num_train_epochs 6 --output_dir {out} "
                 "--eval_steps 1000 --do_train --do_eval")
-METHODS = {"kd": "", "prokt": "--train_teacher --init_classifier_as_zero",
+METHODS = {"kd": "--allow_untrained_teacher_head", "prokt": "--train_teacher --init_classifier_as_zero",
            "lgtm": "--train_teacher --init_classifier_to_zero --use_lgtm"}
 
 

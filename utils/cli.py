@@ -2,9 +2,12 @@
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 def str2bool(value):
@@ -117,6 +120,27 @@ def check_training_args(args):
     for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.do_train:
+        check_schedule_args(args)
+
+
+def check_schedule_args(args):
+    """The training options that would train nothing, or fail after the run has started: refused in
+    one line before any work; a legal but surprising value gets one warning."""
+    if not args.learning_rate > 0:
+        raise UserError(f"--learning_rate must be above 0, got {args.learning_rate}")
+    if args.max_steps <= 0 and not args.num_train_epochs > 0:
+        raise UserError(f"--num_train_epochs must be above 0 (or give --max_steps), got {args.num_train_epochs}")
+    if not 0 <= args.warmup_ratio <= 1:
+        raise UserError(f"--warmup_ratio must be between 0 and 1, got {args.warmup_ratio}")
+    for name in ("warmup_steps", "save_steps", "weight_decay", "max_grad_norm"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name} must not be negative, got {getattr(args, name)}")
+    if not args.adam_epsilon > 0:
+        raise UserError(f"--adam_epsilon must be above 0, got {args.adam_epsilon}")
+    if args.learning_rate >= 1e-2:
+        logger.warning("--learning_rate %g is far above the 1e-5 .. 1e-4 that fine-tunes BERT-sized models; the "
+                       "loss may diverge", args.learning_rate)
 
 
 def resolved_options(command, **derived):

@@ -16,6 +16,7 @@ from utils.glue_data import (
     write_glue_submission,
 )
 from utils.metrics import glue_metrics
+from utils.models import max_input_length
 from utils.loop import predict
 from utils.runtime import write_json
 
@@ -33,6 +34,16 @@ def add_glue_data_args(parser, max_seq_length=128):
     group.add_argument("--test_file", default=None, help="a csv or json test file instead")
     group.add_argument("--max_seq_length", type=int, default=max_seq_length)
     return group
+
+
+def check_max_seq_length(max_seq_length, tokenizer, *models):
+    """Refuse a ``--max_seq_length`` that leaves a sentence pair no token of its own (0 and 1 mean
+    "no truncation" to a tokenizer) or that the models cannot read (their position embeddings)."""
+    least = tokenizer.num_special_tokens_to_add(pair=True) + 2
+    limit = max_input_length(tokenizer, *models)
+    if not least <= max_seq_length <= limit:
+        raise UserError(f"--max_seq_length must be between {least} (a token of each sentence and the special "
+                        f"tokens) and {limit} (what the model reads), got {max_seq_length}")
 
 
 def task_name(name):

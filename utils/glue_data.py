@@ -13,13 +13,15 @@ import csv
 import functools
 import io
 import json
+import logging
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 HUB_DATASET = "nyu-mll/glue"
 UNLABELLED = (None, "", -1, "-1")  # label values of csv/json/hub rows that carry no label
@@ -253,7 +255,7 @@ def check_bad_rows(path, bad_rows, row_count):
     summary = f"{len(bad_rows)} of {row_count} rows are malformed (first: line {line_number}: {problem})"
     if 2 * len(bad_rows) > row_count:
         raise UserError(f"{path}: {summary}")
-    warnings.warn(f"{path}: skipped {summary}", stacklevel=4)
+    logger.warning("%s: skipped %s", path, summary)
 
 
 def parse_index(value):
@@ -272,14 +274,20 @@ def parse_class(label_ids, value):
         raise ValueError(f"label {value!r} is not one of {', '.join(label_ids)}") from None
 
 
+STSB_SCORES = (0.0, 5.0)  # STS-B's similarity scale
+
+
 def parse_score(value):
-    """A finite float STS-B score."""
+    """An STS-B score: a float on the task's 0 .. 5 scale."""
     try:
         score = float(value)
     except (TypeError, ValueError):
         score = math.nan
     if not math.isfinite(score):
         raise ValueError(f"score {value!r} is not a number")
+    low, high = STSB_SCORES
+    if not low <= score <= high:
+        raise ValueError(f"score {value!r} is outside STS-B's {low:g} .. {high:g} scale")
     return score
 
 

@@ -78,6 +78,10 @@ def add_imdb_data_args(parser):
 def check_imdb_args(args):
     if args.head_tokens < 0:
         raise UserError(f"--head_tokens must not be negative, got {args.head_tokens}")
+    if args.truncation == "head_tail" and args.max_seq_length is not None and args.head_tokens >= args.max_seq_length:
+        raise UserError(f"--truncation head_tail keeps --head_tokens {args.head_tokens} and then the review's last "
+                        f"tokens, but --max_seq_length {args.max_seq_length} leaves no room for the tail: lower "
+                        "--head_tokens (or use --truncation head)")
 
 
 def imdb_max_seq_length(max_seq_length, tokenizer, *models):

@@ -125,7 +125,8 @@ class TeacherUpdate:
     ``utils.loop.train``: ProKT's gradient (``prokt_teacher_backward``), or with ``quiz_batches``
     LGTM's (``lgtm_teacher_grads`` on the next quiz batch, at the teacher's current learning
     rate), averaged across processes, clipped to ``max_grad_norm``, then one step of ``optimizer``
-    and of ``scheduler``."""
+    and of ``scheduler``. Returns ``{"teacher_grad_norm": norm}`` for the loop to log and watch: a
+    teacher that diverges shows there while the student's loss may still be finite."""
 
     def __init__(self, teacher, student, optimizer, scheduler, runtime, *, t_alpha_kd, temperature, max_grad_norm,
                  quiz_batches=None, student_optimizer=None, alpha_kd=None, lgtm_r=0.01):
@@ -150,11 +151,13 @@ class TeacherUpdate:
             prokt_teacher_backward(self.teacher, self.student, batch, t_alpha_kd=self.t_alpha_kd,
                                    temperature=self.temperature)
         average_across_processes([p.grad for p in self.parameters if p.grad is not None], self.runtime)
-        if self.max_grad_norm and self.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
+        # without clipping (max_grad_norm 0) the norm is still taken: scaling by 1 changes no gradient
+        clip = self.max_grad_norm if self.max_grad_norm and self.max_grad_norm > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters, clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        return {"teacher_grad_norm": norm.detach()}
 
 
 class BestScore:

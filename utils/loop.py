@@ -189,13 +189,12 @@ def backward_micro_batch(compute_loss, forward_model, batch, *, runtime, scaler,
                          micro_batch_hook=None):
     """One micro-batch of training: under the run's autocast, the method's ``micro_batch_hook``
     (see ``train``) and then ``compute_loss``; the loss's backward, divided by ``accumulation``
-    and scaled by ``scaler`` (float16). Returns ``(loss, terms)``."""
+    and scaled by ``scaler`` (float16). Returns ``(loss, terms)``, the hook's terms among them."""
     with runtime.autocast():
-        if micro_batch_hook is not None:
-            micro_batch_hook(batch)
+        hook_terms = micro_batch_hook(batch) if micro_batch_hook is not None else None
         loss, terms = compute_loss(forward_model, batch)
     scaler.scale(loss / accumulation).backward()
-    return loss, terms
+    return loss, {**terms, **(hook_terms or {})}
 
 
 def optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm):
@@ -221,12 +220,13 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
     data parallelism and, with ``--torch_compile``, compiled (``compiled``), and should call that
     for the trained forward.
 
-    ``micro_batch_hook(batch)`` is where a method updates another model on each micro-batch (the
+    ``micro_batch_hook(batch) -> terms or None`` is where a method updates another model on each micro-batch (the
     ProKT and LGTM teacher takes its own optimizer step there). It is called once per micro-batch,
     before ``compute_loss`` and under the same autocast, whether or not that micro-batch ends an
     accumulation: with k accumulation steps, k times per optimizer step of ``model``
     (``planned_hook_calls`` gives the count for its schedule). Its optimizer and schedule, passed
-    in ``extra_components``, are saved in checkpoints with the rest.
+    in ``extra_components``, are saved in checkpoints with the rest. The terms it returns (a dict
+    of detached tensors) are logged and watched for NaN like the loss's.
 
     ``evaluate(global_step) -> dict`` runs every ``--eval_steps`` steps with
     ``--evaluate_during_training``; ``on_evaluation(global_step, metrics)`` is then called with
@@ -261,7 +261,7 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
                 args.gradient_accumulation_steps)
     progress = tqdm(total=total_steps, initial=position.global_step, desc="training",
                     disable=not runtime.is_main or args.disable_tqdm, dynamic_ncols=True)
-    logged = _RunningSums(runtime.device)
+    logged = _RunningSums(runtime.device, first_step=position.global_step + 1)
     total_loss, total_count = 0.0, 0
     accumulation = args.gradient_accumulation_steps
 
@@ -328,10 +328,11 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
 class _RunningSums:
     """Sums of the loss and its terms on the device, read (one synchronisation) when logged."""
 
-    def __init__(self, device):
+    def __init__(self, device, first_step=1):
         self.device = device
         self.sums = {}
         self.count = 0
+        self.first_step = first_step  # the first optimizer step of the sums
 
     def add(self, loss, terms):
         for name, value in (("loss", loss), *terms.items()):
@@ -345,13 +346,17 @@ class _RunningSums:
 
     def pop_means(self, step):
         """(means since the last call, number of micro-batches they cover); a NaN or infinite
-        loss stops training with a clear error."""
+        loss, or logged term, stops training with a clear error that names it."""
         means = {name: value.item() / max(self.count, 1) for name, value in self.sums.items()}
-        if not math.isfinite(means.get("loss", 0.0)):
+        broken = [name for name, value in means.items() if not math.isfinite(value)]
+        if broken:
+            steps = f"at step {step}" if self.first_step >= step else f"between steps {self.first_step} and {step}"
+            seen = ", ".join(f"{'the training loss' if name == 'loss' else name} became {means[name]}" for name in broken)
+            remedy = ("lower --t_learning_rate (the teacher's)" if set(broken) == {"teacher_grad_norm"}
+                      else "lower the learning rate, or use --bf16 instead of --fp16")
             raise NonFiniteLossError(
-                f"the training loss became {means['loss']} between steps {step - self.count + 1} and {step}; "
-                "stopped before saving anything from this point (lower the learning rate, or use --bf16 "
-                "instead of --fp16)")
+                f"training stopped {steps}: {seen}; nothing from these steps was saved. Data with extreme values "
+                f"(a label or score far out of range) can cause this: check them; otherwise {remedy}")
         count = self.count
-        self.sums, self.count = {}, 0
+        self.sums, self.count, self.first_step = {}, 0, step + 1
         return means, count

@@ -16,15 +16,27 @@ def _looks_like_path(name_or_path):
     return name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
 def _load(loader, name_or_path, what, **kwargs):
-    """Call ``loader.from_pretrained`` and turn a missing or unreachable model into a UserError."""
-    if not Path(name_or_path).expanduser().exists() and _looks_like_path(name_or_path):
+    """Call ``loader.from_pretrained`` and turn a missing, empty, unreachable or corrupt model (a
+    truncated ``model.safetensors``, say) into a UserError."""
+    from safetensors import SafetensorError
+
+    local = Path(name_or_path).expanduser()
+    if not local.exists() and _looks_like_path(name_or_path):
         raise UserError(f"{what} path {name_or_path} does not exist")
+    if local.is_dir() and not (local / "config.json").is_file() and loader is not AutoTokenizer:
+        raise UserError(f"the {what.split()[0]} folder {name_or_path} has no config.json: it is not a saved model "
+                        "(save_pretrained writes one)")
     try:
-        return loader.from_pretrained(str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists()
-                                      else name_or_path, **kwargs)
-    except (OSError, ValueError, RuntimeError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return loader.from_pretrained(str(local) if local.exists() else name_or_path, **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        reason = " ".join(str(error).split()) if str(error).strip() else type(error).__name__
+        if isinstance(error, SafetensorError):
+            reason = f"its weights file is damaged or not a safetensors file ({reason})"
         raise UserError(f"could not load the {what} {name_or_path!r}: {reason}") from error
 
 
@@ -47,10 +59,22 @@ def _load_model(loader, name_or_path, what, **kwargs):
 
 
 def load_tokenizer(name_or_path, *, what="model", cache_dir=None, do_lower_case=None):
+    """The tokenizer of ``name_or_path``; a folder or hub model without a usable one is refused
+    (transformers would build a tokenizer of the special tokens alone, and every word would be
+    [UNK])."""
     kwargs = {"cache_dir": cache_dir}
     if do_lower_case:
         kwargs["do_lower_case"] = True
-    return _load(AutoTokenizer, name_or_path, f"{what} tokenizer", **kwargs)
+    local = Path(name_or_path).expanduser()
+    if local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"the {what} folder {name_or_path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): "
+                        "save the tokenizer of the model it came from there, or name one with --tokenizer_name "
+                        "where the script has it")
+    tokenizer = _load(AutoTokenizer, name_or_path, f"{what} tokenizer", **kwargs)
+    if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_tokens)):
+        raise UserError(f"the {what} tokenizer of {name_or_path} knows only its special tokens "
+                        f"({len(tokenizer.get_vocab())}): every word would become [UNK]")
+    return tokenizer
 
 
 def load_config(name_or_path, *, what="model", cache_dir=None):

@@ -8,6 +8,7 @@ predictors for SQuAD) loading the teacher, its targets for the training set (the
 itself or its ``TeacherCache``) and the loss of one training batch (``compute_loss`` of
 ``utils.loop.train``)."""
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,10 @@ from utils.features import model_inputs
 from utils.models import (
     forward_arguments,
     hidden_width,
+    is_sequence_classifier,
     label_permutation,
     load_classifier,
+    load_config,
     load_question_answerer,
     load_tokenizer,
     num_layers,
@@ -31,12 +34,14 @@ from utils.models import (
 from utils.squad import span_logits, span_loss
 from utils.teacher_cache import TeacherCache, with_example_index
 
+logger = logging.getLogger(__name__)
+
 
 def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=0.005, alpha_mse=0.5, alpha_cos=0.5,
-                          patient=True):
+                          classifiers=True):
     """The loss options of the one-to-one scripts; pass each script's released defaults
-    (the GLUE script's are the keyword defaults here). ``patient``: the PKD options too (the
-    sequence classifiers' scripts)."""
+    (the GLUE script's are the keyword defaults here). ``classifiers``: the options of the
+    sequence classifiers' scripts too (PKD's, ``--allow_untrained_teacher_head``)."""
     group = parser.add_argument_group("distillation loss")
     group.add_argument(f"--{task_weight_name}", type=float, default=0.5, help="weight of the task loss")
     group.add_argument("--alpha_ce", type=float, default=alpha_ce, help="weight of the logit KD loss")
@@ -49,7 +54,9 @@ def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=
     group.add_argument("--off_diagonal_weight", type=float, default=5e-3, help="lambda of the off-diagonal term")
     group.add_argument("--corr_normalizer", choices=["elements", "tokens"], default="elements",
                        help="divide the correlation by N*d as released (elements) or by N (tokens)")
-    if patient:
+    if classifiers:
+        add_flag(group, "--allow_untrained_teacher_head",
+                 help="distil from a teacher saved without a trained head (refused otherwise: its logits are random)")
         group.add_argument("--alpha_pkd", type=float, default=0.0,
                            help="PKD's beta: weight of the patient loss on the [CLS] states of mapped layers")
         group.add_argument("--pkd_layers", choices=["skip", "last"], default="skip",
@@ -86,6 +93,19 @@ def loss_from_args(args, task_weight_name):
                         temperature=args.temperature,
                         do_mask=args.do_mask, mask_prob=args.mask_prob,
                         off_diagonal_weight=args.off_diagonal_weight, normalizer=args.corr_normalizer)
+
+
+def check_teacher_head(config, name, allowed):
+    """Refuse a frozen teacher saved without a classification head (a pre-trained encoder, not a
+    fine-tuned teacher: its head would be random), unless ``allowed`` (then warn)."""
+    if is_sequence_classifier(config):
+        return
+    saved_as = ", ".join(config.architectures or []) or "no architecture"
+    if not allowed:
+        raise UserError(f"the teacher {name} was saved without a trained classification head ({saved_as}): "
+                        "distil from a teacher fine-tuned on the task (run_glue.py / run_imdb.py), or pass "
+                        "--allow_untrained_teacher_head")
+    logger.warning("distilling from a teacher with a random classification head (%s, saved as %s)", name, saved_as)
 
 
 def check_pair(args, loss, student, teacher, student_tokenizer, teacher_tokenizer, student_name, teacher_name):
@@ -170,6 +190,8 @@ def load_student_and_teacher(args, task, loss, device):
     tokenizer = load_tokenizer(args.student_model_name_or_path, what="student", cache_dir=args.cache_dir,
                                do_lower_case=args.do_lower_case)
     teacher_tokenizer = load_tokenizer(args.teacher_model_name_or_path, what="teacher", cache_dir=args.cache_dir)
+    check_teacher_head(load_config(args.teacher_model_name_or_path, what="teacher", cache_dir=args.cache_dir),
+                       args.teacher_model_name_or_path, args.allow_untrained_teacher_head)
     teacher = load_classifier(args.teacher_model_name_or_path, task, what="teacher", cache_dir=args.cache_dir,
                               keep_head=True)
     student = load_classifier(args.student_model_name_or_path, task, what="student", cache_dir=args.cache_dir,

@@ -68,10 +68,19 @@ def check_squad_args(args):
 
 
 def check_window_length(args, tokenizer, *models):
-    """Refuse windows longer than the models (and the tokenizer) can read."""
+    """Refuse windows longer than the models (and the tokenizer) can read, and a ``--doc_stride``
+    longer than the context part of a window (the windows would skip parts of long contexts)."""
     limit = max_input_length(tokenizer, *models)
     if args.max_seq_length > limit:
         raise UserError(f"--max_seq_length {args.max_seq_length} is more than the model can read ({limit} tokens)")
+    context = args.max_seq_length - args.max_query_length - tokenizer.num_special_tokens_to_add(pair=True)
+    if context < 1:
+        raise UserError(f"--max_seq_length {args.max_seq_length} leaves no room for the context after "
+                        f"--max_query_length {args.max_query_length} and the special tokens")
+    if args.doc_stride > context:
+        raise UserError(f"--doc_stride {args.doc_stride} is longer than a window's context part ({context} tokens: "
+                        f"--max_seq_length {args.max_seq_length} - --max_query_length {args.max_query_length} - "
+                        "special tokens): the windows would skip parts of long contexts; lower --doc_stride")
 
 
 def split_file(args, split):
