@@ -242,11 +242,18 @@ def is_complete(task, folder):
     return all((folder / file_name).is_file() for file_name in task.row_counts)
 
 
-def install(staged, target, trash):
-    """Move the complete staged folder to target; an old target goes to trash (deleted later)."""
-    if target.exists():
-        target.rename(trash)
-    staged.rename(target)
+def install(staged, target):
+    """Move the complete staged folder to ``target``; into an existing ``target``, move the task's
+    files one by one (each replaced atomically), so that files of the user's there stay."""
+    if not target.exists():
+        staged.rename(target)
+        return
+    for path in sorted(staged.rglob("*")):
+        destination = target / path.relative_to(staged)
+        if path.is_dir():
+            destination.mkdir(exist_ok=True)
+        else:
+            os.replace(path, destination)
 
 
 def fetcher(task):
@@ -262,7 +269,7 @@ def prepare_task(task, data_dir, mirror):
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{task.folder}-") as staging:
         staged = fetch(task, Path(staging), mirror)
         counts = check_rows(task, staged)
-        install(staged, data_dir / task.folder, trash=Path(staging) / "previous")
+        install(staged, data_dir / task.folder)
     report_rows(task, counts)
 
 
@@ -278,10 +285,12 @@ def make_data_dir(path):
 
 @exit_on_user_error
 def main(argv=None):
-    """Fetch the requested tasks into data_dir, skipping those already complete."""
+    """Fetch the requested tasks into data_dir, skipping those already complete; a task that fails
+    does not stop the others, and every failure is reported at the end."""
     args = parse_args(argv)
     tasks = select_tasks(args.tasks)
     data_dir = make_data_dir(args.data_dir)
+    failed = []
     for task in tasks:
         folder = data_dir / task.folder
         if not args.force and is_complete(task, folder):
@@ -289,8 +298,18 @@ def main(argv=None):
                   "(--force downloads it again)")
             continue
         print(f"{task.folder}: downloading")
-        prepare_task(task, data_dir, args.mirror)
-    print(f"Done: {', '.join(task.folder for task in tasks)} in {data_dir}")
+        try:
+            prepare_task(task, data_dir, args.mirror)
+        except (UserError, OSError) as error:
+            if len(tasks) == 1:
+                raise
+            print(f"{task.folder}: failed, going on with the other tasks (reported at the end)")
+            failed.append((task.folder, error))
+    done = [task.folder for task in tasks if task.folder not in dict(failed)]
+    if done:
+        print(f"Done: {', '.join(done)} in {data_dir}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(tasks)} tasks failed: " + "; ".join(str(error) for _, error in failed))
 
 
 if __name__ == "__main__":

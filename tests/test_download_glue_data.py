@@ -356,3 +356,30 @@ def test_missing_or_empty_expected_file_is_an_error(server_url, tmp_path, task, 
     assert code != 0
     assert error_lines(stderr) == [message]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_replacing_an_incomplete_task_keeps_the_users_own_files(server_url, tmp_path):
+    existing = tmp_path / "RTE"
+    existing.mkdir()
+    (existing / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tmine\tmine\tentailment\n")
+    (existing / "notes.txt").write_text("my notes")
+    code, _, stderr = run_main(["--data_dir", str(tmp_path), "--tasks", "rte", "--mirror", f"{server_url}/good"])
+    assert code == 0, stderr
+    assert (existing / "notes.txt").read_text() == "my notes"
+    assert "mine" not in (existing / "train.tsv").read_text() and (existing / "dev.tsv").is_file()
+    assert [entry.name for entry in tmp_path.iterdir()] == ["RTE"], "no staging folder left behind"
+
+
+def test_every_task_is_tried_and_every_failure_reported_at_the_end(server_url, tmp_path):
+    MirrorHandler.requested.clear()
+    code, stdout, stderr = run_main(["--data_dir", str(tmp_path), "--tasks", "qnli,rte,wnli",
+                                     "--mirror", f"{server_url}/broken"])
+    assert code != 0
+    [line] = error_lines(stderr)
+    assert line.startswith("error: 3 of 3 tasks failed: ")
+    assert "QNLI: the download has no test.tsv" in line and "WNLI: train.tsv has no data rows" in line
+    assert "RTE.zip from" in line and "is not a valid zip archive" in line
+    assert {"/broken/RTE.zip", "/broken/WNLI.zip"} <= set(MirrorHandler.requested), \
+        "the tasks after a failure are still fetched"
+    assert stdout.count("failed, going on with the other tasks") == 3 and "Done" not in stdout
+    assert list(tmp_path.iterdir()) == []

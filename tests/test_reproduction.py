@@ -122,6 +122,11 @@ def test_a_run_with_results_but_no_completion_mark_is_run_again_and_not_counted(
     (again,) = [c for c in commands(result.stdout) if c["script"] == "run_lgtm_glue.py"]
     assert again["flags"]["--seed"] == "1" and again["flags"]["--overwrite_output_dir"] is True, \
         "no checkpoint to resume from: it starts again"
+    (out / "lgtm_glue/rte/lgtm/seed1/checkpoint-3").mkdir()
+    result = run_script("lgtm_glue.sh", "--dry-run", "--tasks", "rte", "--methods", "lgtm", "--seeds", "1",
+                        "--output-root", str(out))
+    (again,) = [c for c in commands(result.stdout) if c["script"] == "run_lgtm_glue.py"]
+    assert "--overwrite_output_dir" not in again["flags"], "with a checkpoint the same command resumes it"
     collected = collect_results.collect_table(out, "lgtm_glue", tasks=["rte"])
     rows = {label: cells for label, cells, *_ in collected["rows"]}
     assert rows["LGTM"][("rte", "accuracy")].status() == "failed" and rows["LGTM"][("rte", "accuracy")].mean is None

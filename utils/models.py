@@ -2,7 +2,9 @@
 
 import inspect
 import logging
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -20,6 +22,32 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
                    "sentencepiece.bpe.model")
 
 
+def hub_reachable():
+    """Whether the Hugging Face hub answers (one connection, 3 s at most; checked once per
+    process). When it does not, hub names load from the local cache only (the hub's offline mode),
+    which says so at once instead of retrying for a minute, and this is logged once."""
+    import huggingface_hub.constants as hub
+
+    if hub.HF_HUB_OFFLINE:
+        return False
+    if getattr(hub_reachable, "answer", None) is None:
+        endpoint = urlparse(hub.ENDPOINT)
+        try:
+            socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
+            hub_reachable.answer = True
+        except OSError as error:
+            hub_reachable.answer = False
+            hub.HF_HUB_OFFLINE = True
+            logger.warning("the Hugging Face hub (%s) cannot be reached (%s): hub names load from the local cache "
+                           "only", endpoint.hostname, error)
+    return hub_reachable.answer
+
+
+def _refuse_empty(folder, what):
+    if folder.is_dir() and not any(folder.iterdir()):
+        raise UserError(f"the {what.split()[0]} folder {folder} is empty: not a saved model")
+
+
 def _load(loader, name_or_path, what, **kwargs):
     """Call ``loader.from_pretrained`` and turn a missing, empty, unreachable or corrupt model (a
     truncated ``model.safetensors``, say) into a UserError."""
@@ -28,9 +56,12 @@ def _load(loader, name_or_path, what, **kwargs):
     local = Path(name_or_path).expanduser()
     if not local.exists() and _looks_like_path(name_or_path):
         raise UserError(f"{what} path {name_or_path} does not exist")
+    _refuse_empty(local, what)
     if local.is_dir() and not (local / "config.json").is_file() and loader is not AutoTokenizer:
         raise UserError(f"the {what.split()[0]} folder {name_or_path} has no config.json: it is not a saved model "
                         "(save_pretrained writes one)")
+    if not local.exists() and not hub_reachable():
+        kwargs = dict(kwargs, local_files_only=True)
     try:
         return loader.from_pretrained(str(local) if local.exists() else name_or_path, **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
@@ -66,6 +97,7 @@ def load_tokenizer(name_or_path, *, what="model", cache_dir=None, do_lower_case=
     if do_lower_case:
         kwargs["do_lower_case"] = True
     local = Path(name_or_path).expanduser()
+    _refuse_empty(local, what)
     if local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_FILES):
         raise UserError(f"the {what} folder {name_or_path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): "
                         "save the tokenizer of the model it came from there, or name one with --tokenizer_name "

@@ -68,19 +68,10 @@ def check_squad_args(args):
 
 
 def check_window_length(args, tokenizer, *models):
-    """Refuse windows longer than the models (and the tokenizer) can read, and a ``--doc_stride``
-    longer than the context part of a window (the windows would skip parts of long contexts)."""
+    """Refuse windows longer than the models (and the tokenizer) can read."""
     limit = max_input_length(tokenizer, *models)
     if args.max_seq_length > limit:
         raise UserError(f"--max_seq_length {args.max_seq_length} is more than the model can read ({limit} tokens)")
-    context = args.max_seq_length - args.max_query_length - tokenizer.num_special_tokens_to_add(pair=True)
-    if context < 1:
-        raise UserError(f"--max_seq_length {args.max_seq_length} leaves no room for the context after "
-                        f"--max_query_length {args.max_query_length} and the special tokens")
-    if args.doc_stride > context:
-        raise UserError(f"--doc_stride {args.doc_stride} is longer than a window's context part ({context} tokens: "
-                        f"--max_seq_length {args.max_seq_length} - --max_query_length {args.max_query_length} - "
-                        "special tokens): the windows would skip parts of long contexts; lower --doc_stride")
 
 
 def split_file(args, split):
@@ -141,13 +132,19 @@ def encode_windows(tokenizer, examples, *, max_seq_length, doc_stride, max_query
     groups = defaultdict(list)
     for index, length in enumerate(lengths):
         groups[length].append(index)
+    longest = max(groups)
+    room = max_seq_length - longest - special_tokens
+    if room < 1:
+        raise UserError(f"a question of {longest} tokens leaves no room for the context in windows of "
+                        f"--max_seq_length {max_seq_length}: lower --max_query_length or raise --max_seq_length")
+    if doc_stride > room:
+        raise UserError(f"--doc_stride {doc_stride} is longer than the context part of a window with a question of "
+                        f"{longest} tokens ({room} tokens in --max_seq_length {max_seq_length}): the windows could "
+                        "not move by it without skipping context; lower --doc_stride")
     windows = []
     for question_length, indices in groups.items():
         room = max_seq_length - question_length - special_tokens
-        if room < 1:
-            raise UserError(f"a question of {question_length} tokens leaves no room for the context in windows of "
-                            f"--max_seq_length {max_seq_length}: lower --max_query_length or raise --max_seq_length")
-        step = min(doc_stride, room)
+        step = doc_stride
         encoded = tokenizer([questions[i] for i in indices], [examples[i]["context"] for i in indices],
                             truncation="only_second", max_length=max_seq_length, stride=room - step,
                             return_overflowing_tokens=True, return_offsets_mapping=True,
