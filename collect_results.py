@@ -15,8 +15,8 @@ correlation. The one-to-one GLUE table, whose paper gives one number per task wi
 which metric, scores each task by its main metric (MRPC and QQP F1, STS-B Pearson, CoLA Matthews,
 MNLI matched accuracy, the others accuracy), and so compares its published numbers there.
 A cell whose runs are not all finished says how many are; a cell without any finished run says
-"missing" (no run folder, no log) or "failed" (a run folder without eval_results.json, or only a
-log: the run failed, or is still running). Published numbers (the papers' tables) are shown as a
+"missing" (no run folder, no log) or "failed" (a run folder without a finished run, i.e. without
+run_complete.json, or only a log: the run failed, was interrupted, or is still running). Published numbers (the papers' tables) are shown as a
 "(published)" row with an "ours - published" row under it, only where the paper gives them;
 a note under the table flags a published value that the paper printed wrongly.
 
