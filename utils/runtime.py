@@ -122,7 +122,7 @@ FAILED_START_FILES = {RUN_ARGS, "runs", "teacher_cache"}
 RESUME_NEUTRAL = {"overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "save_steps", "save_total_limit",
                   "disable_tqdm", "report_to", "dataloader_num_workers", "cache_dir", "cache_teacher_dir",
                   "cache_teacher_max_memory_gb", "local_rank", "allow_changed_args", "per_device_eval_batch_size",
-                  "output_dir", "output_dir_intermed"}
+                  "output_dir", "output_dir_intermed", "do_predict", "test_file", "max_predict_samples"}
 
 
 def checkpoint_dir(args):
@@ -171,10 +171,11 @@ def check_writable(args):
 
 
 def changed_options(recorded, command):
-    """``{option: (recorded value, value now)}`` for the options that change a run's numbers."""
-    now = {key: value for key, value in vars(command).items() if key != "local_rank"}
-    return {key: (recorded.get(key), now.get(key)) for key in sorted(set(recorded) | set(now))
-            if key not in RESUME_NEUTRAL and recorded.get(key) != now.get(key)}
+    """``{option: (recorded value, value now)}`` for the options that change a run's numbers and
+    differ; an option the record does not have (a run started by an older version) is not compared."""
+    now = vars(command)
+    return {key: (recorded[key], now[key]) for key in sorted(set(recorded) & set(now))
+            if key not in RESUME_NEUTRAL and recorded[key] != now[key]}
 
 
 def check_resumed_command(args, command, checkpoint):
