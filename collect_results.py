@@ -202,8 +202,10 @@ def collect_table(root, table, seeds=None, tasks=None):
         if average:
             cells["avg"] = "incomplete" if None in scores else statistics.fmean(scores)
         rows.append((label, cells, "ours", method))
-        mine = {("avg" if task == "avg" else (task, metric)): value
-                for (m, task, metric), value in published.items() if m == method and (task == "avg" or task in tasks)}
+        # a published average is compared only with ours over the same tasks, the paper's
+        same_tasks = set(tasks) == set(default_tasks)
+        mine = {("avg" if task == "avg" else (task, metric)): value for (m, task, metric), value in published.items()
+                if m == method and (same_tasks if task == "avg" else task in tasks)}
         if mine:
             rows.append((f"{label} (published)", mine, "published", method))
             rows.append((f"{label}: ours - published", {key: _mean(cells[key]) - value for key, value in mine.items()

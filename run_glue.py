@@ -79,7 +79,7 @@ def main(argv=None):
 
     model.eval()
     write_results(args, runtime, evaluate, forward, eval_sets, prediction_sets, collate)
-    mark_complete(args.output_dir, runtime, "run_glue.py")
+    mark_complete(args.output_dir, runtime, "run_glue.py", trained=args.do_train)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def main(argv=None):
     # Results
     student.eval()
     write_results(args, runtime, evaluate, forward, eval_sets, prediction_sets, collate)
-    mark_complete(args.output_dir, runtime, "run_glue_w_distillation.py")
+    mark_complete(args.output_dir, runtime, "run_glue_w_distillation.py", trained=args.do_train)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def main(argv=None):
 
     if eval_set:
         write_eval_results(args, runtime, evaluate())
-    mark_complete(args.output_dir, runtime, "run_imdb.py")
+    mark_complete(args.output_dir, runtime, "run_imdb.py", trained=args.do_train)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def main(argv=None):
     # Results
     if eval_set:
         write_eval_results(args, runtime, evaluate())
-    mark_complete(args.output_dir, runtime, "run_imdb_w_distillation.py")
+    mark_complete(args.output_dir, runtime, "run_imdb_w_distillation.py", trained=args.do_train)
 
 
 if __name__ == "__main__":

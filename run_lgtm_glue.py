@@ -225,7 +225,7 @@ def main(argv=None):
 
         def keep_best_student(step, metrics):
             student_metrics = {name: value for name, value in metrics.items() if not name.startswith("teacher_")}
-            if student_metrics[task.main_metric] <= best.value:
+            if not math.isfinite(student_metrics[task.main_metric]) or student_metrics[task.main_metric] <= best.value:
                 return
             best.value = student_metrics[task.main_metric]
             save_trained(student, tokenizer, args.output_dir, runtime)
@@ -255,7 +255,7 @@ def main(argv=None):
             student = load_classifier(args.output_dir, task, what="best student", keep_head=True).to(runtime.device)
         student.eval()
         write_results(args, runtime, None, logits_of(student), {}, prediction_sets, collate)
-    mark_complete(args.output_dir, runtime, "run_lgtm_glue.py")
+    mark_complete(args.output_dir, runtime, "run_lgtm_glue.py", trained=args.do_train)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def main(argv=None):
         answers = answer()
         if runtime.is_main:
             write_answers(args, answers)
-    mark_complete(args.output_dir, runtime, "run_squad.py")
+    mark_complete(args.output_dir, runtime, "run_squad.py", trained=args.do_train)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def main(argv=None):
         answers = answer()
         if runtime.is_main:
             write_answers(args, answers)
-    mark_complete(args.output_dir, runtime, "run_squad_w_distillation.py")
+    mark_complete(args.output_dir, runtime, "run_squad_w_distillation.py", trained=args.do_train)
 
 
 if __name__ == "__main__":

@@ -184,10 +184,9 @@ def test_a_finished_run_is_not_overwritten_without_the_flag(inputs, tmp_path, ca
 def test_an_unreachable_hub_is_said_once_and_fast(monkeypatch, caplog):
     import huggingface_hub.constants
 
-    def unreachable(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", unreachable)
+    probed = []
+    monkeypatch.setattr(models, "probe_hub", lambda endpoint: probed.append(endpoint) or "network is unreachable")
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("no connection is made here"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(models.hub_reachable, "answer", None, raising=False)
     start = time.monotonic()
@@ -197,7 +196,7 @@ def test_an_unreachable_hub_is_said_once_and_fast(monkeypatch, caplog):
     assert time.monotonic() - start < 10
     message = str(refused.value)
     assert "\n" not in message and "could not load the teacher config 'someone/no-such-model-here'" in message
-    assert caplog.text.count("cannot be reached") == 1
+    assert caplog.text.count("cannot be reached (network is unreachable)") == 1 and len(probed) == 1
 
 
 def test_a_model_folder_that_lost_its_tokenizer_after_training_is_named(inputs, tmp_path):
@@ -207,3 +206,32 @@ def test_a_model_folder_that_lost_its_tokenizer_after_training_is_named(inputs, 
         (copy / name).unlink(missing_ok=True)
     with pytest.raises(UserError, match=f"the student folder {copy} has no tokenizer"):
         models.load_tokenizer(str(copy), what="student")
+
+
+def test_overwriting_or_resuming_a_finished_run_unmarks_it_until_it_finishes(inputs, tmp_path, capsys):
+    out = tmp_path / "again"
+    assert run_main(run_glue.main, glue(inputs, out, "bert", "--save_steps", "1", "--save_total_limit", "0")) == 0
+    assert (out / "run_complete.json").is_file() and (out / "eval_results.json").is_file()
+    diverging = ["--learning_rate", "1e20", "--max_grad_norm", "0"]
+    # an explicit resume of a finished run's checkpoint, which then fails: no longer marked finished
+    argv = glue(inputs, out, "bert", "--resume_from_checkpoint", str(out / "checkpoint-1"), "--allow_changed_args",
+                "--max_seq_length", "1")
+    one_line_error(run_glue.main, argv, capsys, "--max_seq_length must be between")
+    assert not (out / "run_complete.json").exists()
+    # --overwrite_output_dir removes the old run's mark and results before the new run starts
+    assert run_main(run_glue.main, glue(inputs, out)[:-len(FAST)] + FAST + ["--overwrite_output_dir"]) == 0
+    one_line_error(run_glue.main, glue(inputs, out, "bert", "--overwrite_output_dir", *diverging), capsys,
+                   "training stopped")
+    assert not (out / "run_complete.json").exists() and not (out / "eval_results.json").exists()
+
+
+def test_an_evaluation_does_not_mark_an_unfinished_training_folder(inputs, tmp_path):
+    out = tmp_path / "unfinished"
+    (out / "checkpoint-2").mkdir(parents=True)
+    argv = ["--model_name_or_path", str(inputs["bert"]), "--task_name", "rte", "--data_dir", str(inputs["rte"]),
+            "--do_eval", "--output_dir", str(out), "--disable_tqdm"]
+    assert run_main(run_glue.main, argv) == 0
+    assert (out / "eval_results.json").is_file() and not (out / "run_complete.json").exists()
+    fresh = tmp_path / "evaluated"
+    assert run_main(run_glue.main, [*argv[:-3], "--output_dir", str(fresh), "--disable_tqdm"]) == 0
+    assert (fresh / "run_complete.json").is_file(), "an evaluation in its own folder is a finished run"

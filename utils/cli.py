@@ -45,7 +45,8 @@ def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_step
                            help="where checkpoints and TensorBoard logs go (default: output_dir)")
     add_flag(group, "--overwrite_output_dir", help="start afresh in a non-empty output_dir")
     add_flag(group, "--allow_changed_args",
-             help="resume an interrupted run with options that differ from its run_args.json (refused otherwise)")
+             help="resume an interrupted run with options that differ from its run_args.json (refused otherwise); "
+                  "the optimizer's and the schedule's state, learning rates included, continue from the checkpoint")
     group.add_argument("--resume_from_checkpoint", default=None,
                        help="a checkpoint-N folder to resume from (default: the last one in output_dir)")
     group.add_argument("--per_device_train_batch_size", "--per_gpu_train_batch_size", type=int,

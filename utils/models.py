@@ -2,7 +2,6 @@
 
 import inspect
 import logging
-import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,24 +21,33 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
                    "sentencepiece.bpe.model")
 
 
+def probe_hub(endpoint):
+    """None when ``endpoint`` answers an HTTP request within 3 s (any status), else why not. The
+    request goes through the hub client's session, so proxies (``HTTPS_PROXY``) are honoured."""
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=3)
+    except Exception as error:  # the HTTP client's connect, timeout and proxy errors
+        return " ".join(str(error).split()) or type(error).__name__
+    return None
+
+
 def hub_reachable():
-    """Whether the Hugging Face hub answers (one connection, 3 s at most; checked once per
-    process). When it does not, hub names load from the local cache only (the hub's offline mode),
-    which says so at once instead of retrying for a minute, and this is logged once."""
+    """Whether the Hugging Face hub answers (``probe_hub``, once per process). When it does not,
+    hub names load from the local cache only (the hub's offline mode), which says so at once
+    instead of retrying for a minute, and this is logged once."""
     import huggingface_hub.constants as hub
 
     if hub.HF_HUB_OFFLINE:
         return False
     if getattr(hub_reachable, "answer", None) is None:
-        endpoint = urlparse(hub.ENDPOINT)
-        try:
-            socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
-            hub_reachable.answer = True
-        except OSError as error:
-            hub_reachable.answer = False
+        problem = probe_hub(hub.ENDPOINT)
+        hub_reachable.answer = problem is None
+        if problem is not None:
             hub.HF_HUB_OFFLINE = True
             logger.warning("the Hugging Face hub (%s) cannot be reached (%s): hub names load from the local cache "
-                           "only", endpoint.hostname, error)
+                           "only", urlparse(hub.ENDPOINT).hostname, problem)
     return hub_reachable.answer
 
 

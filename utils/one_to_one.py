@@ -100,7 +100,11 @@ def check_teacher_head(config, name, allowed):
     fine-tuned teacher: its head would be random), unless ``allowed`` (then warn)."""
     if is_sequence_classifier(config):
         return
-    saved_as = ", ".join(config.architectures or []) or "no architecture"
+    if not config.architectures:
+        logger.warning("the teacher %s does not say what it was saved as (no architectures in its config): make "
+                       "sure it was fine-tuned on the task", name)
+        return
+    saved_as = ", ".join(config.architectures)
     if not allowed:
         raise UserError(f"the teacher {name} was saved without a trained classification head ({saved_as}): "
                         "distil from a teacher fine-tuned on the task (run_glue.py / run_imdb.py), or pass "

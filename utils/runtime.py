@@ -116,6 +116,9 @@ def move_to_device(batch, device):
 
 COMPLETION_MARK = "run_complete.json"
 RUN_ARGS = "run_args.json"
+# the results the scripts write (utils.glue, utils.imdb, utils.squad, run_lgtm_glue.py), removed with
+# --overwrite_output_dir so that none of an old run's passes for the new run's
+RESULT_FILES = ("eval_results.json", "teacher_eval_results.json", "predictions.json", "nbest_predictions.json")
 # what a start writes before its first checkpoint: a folder holding only these is not a run yet
 FAILED_START_FILES = {RUN_ARGS, "runs", "teacher_cache"}
 # options that change no number a run computes: a resume may differ in them
@@ -145,11 +148,15 @@ def is_complete(output_dir):
     return (Path(output_dir) / COMPLETION_MARK).is_file()
 
 
-def mark_complete(output_dir, runtime, script):
+def mark_complete(output_dir, runtime, script, trained):
     """Write ``<output_dir>/run_complete.json``, the one sign that a run has finished, after every
     other file of the run (results, the saved model): the resume logic, the table scripts and
-    ``collect_results.py`` take a run without it for unfinished."""
+    ``collect_results.py`` take a run without it for unfinished. A run that did not train
+    (evaluation or prediction only) does not mark a folder that holds an unfinished training run."""
     runtime.barrier()
+    if not trained and checkpoints_in(output_dir) and not is_complete(output_dir):
+        logger.info("%s holds an unfinished training run: not marked finished by this evaluation", output_dir)
+        return
     if runtime.is_main:
         write_json(Path(output_dir) / COMPLETION_MARK,
                    {"script": script, "finished_at": datetime.now().isoformat(timespec="seconds")})
@@ -174,11 +181,18 @@ def changed_options(recorded, command):
     """``{option: (recorded value, value now)}`` for the options that change a run's numbers and
     differ; an option the record does not have (a run started by an older version) is not compared."""
     now = vars(command)
-    return {key: (recorded[key], now[key]) for key in sorted(set(recorded) & set(now))
-            if key not in RESUME_NEUTRAL and recorded[key] != now[key]}
+    changes = {key: (recorded[key], now[key]) for key in sorted(set(recorded) & set(now))
+               if key not in RESUME_NEUTRAL and recorded[key] != now[key]}
+    # --eval_steps defaults to --logging_steps: when it follows it, a new --logging_steps moves the
+    # evaluations (and so LGTM's best student)
+    if "eval_steps" in recorded and "eval_steps" not in changes:
+        old, new = (values.get("eval_steps") or values.get("logging_steps") for values in (recorded, now))
+        if old != new:
+            changes["eval_steps (following --logging_steps)"] = (old, new)
+    return changes
 
 
-def check_resumed_command(args, command, checkpoint):
+def check_resumed_command(args, command, checkpoint, runtime):
     """A resume continues the run its checkpoint belongs to: refuse a command that differs from
     the recorded one (``run_args.json``) in an option that changes the result, listing the
     differences, unless ``--allow_changed_args`` (then warn, and keep the old record beside the new)."""
@@ -197,8 +211,10 @@ def check_resumed_command(args, command, checkpoint):
         raise UserError(f"resuming {checkpoint} with options that differ from its run ({listed}); run the same "
                         "command, pass --allow_changed_args to continue with the new values, or "
                         "--overwrite_output_dir to start again")
-    logger.warning("resuming %s with changed options: %s", checkpoint, listed)
-    os.replace(record, record.with_name(f"run_args.before_{Path(checkpoint).name}.json"))
+    logger.warning("resuming %s with changed options: %s (the optimizer's and the schedule's state, their "
+                   "learning rates included, continue from the checkpoint)", checkpoint, listed)
+    if runtime.is_main:
+        os.replace(record, record.with_name(f"run_args.before_{Path(checkpoint).name}.json"))
 
 
 def prepare_output_dir(args, command, runtime):
@@ -218,20 +234,26 @@ def prepare_output_dir(args, command, runtime):
         if not (resume / TRAINING_STATE).is_file():
             raise UserError(f"--resume_from_checkpoint {resume}: not a checkpoint folder "
                             f"(no {TRAINING_STATE} in it)")
-        check_resumed_command(args, command, resume)
+        check_resumed_command(args, command, resume, runtime)
+        if runtime.is_main:  # the run goes on: it is unfinished until it writes its mark again
+            (output_dir / COMPLETION_MARK).unlink(missing_ok=True)
     elif _non_empty(output_dir) or _non_empty(work_dir):
         checkpoints = checkpoints_in(work_dir)
         if args.overwrite_output_dir:
             if runtime.is_main:
                 for checkpoint in checkpoints:
                     shutil.rmtree(checkpoint)
-                (output_dir / COMPLETION_MARK).unlink(missing_ok=True)
+                # the old run's mark and results, which the new run might not write again
+                for name in (COMPLETION_MARK, *RESULT_FILES):
+                    (output_dir / name).unlink(missing_ok=True)
+                for old_record in output_dir.glob("run_args.before_*.json"):
+                    old_record.unlink()
         elif is_complete(output_dir):
             raise UserError(f"output directory {output_dir} holds a finished run ({COMPLETION_MARK}); pass "
                             "--overwrite_output_dir to train again there, or choose another --output_dir")
         elif checkpoints:
             resume = checkpoints[-1]
-            check_resumed_command(args, command, resume)
+            check_resumed_command(args, command, resume, runtime)
             logger.info("resuming the interrupted run in %s from %s", work_dir, resume.name)
         elif _failed_start(output_dir) and _failed_start(work_dir):
             logger.info("%s holds only what an earlier start wrote before failing: starting afresh", output_dir)
