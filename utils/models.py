@@ -1,5 +1,6 @@
 """Loading models and tokenizers, and the checks that a teacher and a student fit together."""
 
+import functools
 import inspect
 import logging
 from pathlib import Path
@@ -196,8 +197,14 @@ def fine_tuning_loss(model):
 
 
 def forward_arguments(model):
-    """Names the model's ``forward`` accepts (DistilBERT takes no ``token_type_ids``)."""
-    return set(inspect.signature(model.forward).parameters)
+    """Names the model's ``forward`` accepts (DistilBERT takes no ``token_type_ids``), read once
+    per model class: the training steps ask for them on every micro-batch."""
+    return _forward_arguments(type(model))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_arguments(model_class):
+    return frozenset(inspect.signature(model_class.forward).parameters) - {"self"}
 
 
 def num_layers(model):

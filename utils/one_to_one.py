@@ -95,6 +95,12 @@ def loss_from_args(args, task_weight_name):
                         off_diagonal_weight=args.off_diagonal_weight, normalizer=args.corr_normalizer)
 
 
+def teacher_arguments(teacher, args):
+    """The inputs the frozen teacher reads: its forward's, without ``token_type_ids`` under
+    ``--omit_teacher_token_type_ids`` (the released script's omission)."""
+    return forward_arguments(teacher) - ({"token_type_ids"} if args.omit_teacher_token_type_ids else set())
+
+
 def check_teacher_head(config, name, allowed):
     """Refuse a frozen teacher saved without a classification head (a pre-trained encoder, not a
     fine-tuned teacher: its head would be random), unless ``allowed`` (then warn)."""
@@ -218,7 +224,7 @@ def classifier_teacher_outputs(pair, loss, task, args):
     needs_states = loss.uses_features or loss.uses_patience
     mapped = [teacher_layer for _, teacher_layer in pair.patient_layers]
     teacher_prefix = "teacher_" if pair.teacher_tokenizer is not None else ""
-    teacher_accepted = forward_arguments(teacher) - ({"token_type_ids"} if args.omit_teacher_token_type_ids else set())
+    teacher_accepted = teacher_arguments(teacher, args)
     teacher_order = label_permutation(teacher.config, task)
 
     @torch.no_grad()
@@ -299,7 +305,7 @@ def span_teacher_outputs(teacher, args, uses_features):
     teacher, without gradients: its start and end logits stacked on the last dimension, unmasked
     (``teacher_span_logits`` masks them), from the student's windows with their ``token_type_ids``
     (none with ``--omit_teacher_token_type_ids``); the hidden layer when ``uses_features``."""
-    accepted = forward_arguments(teacher) - ({"token_type_ids"} if args.omit_teacher_token_type_ids else set())
+    accepted = teacher_arguments(teacher, args)
 
     @torch.no_grad()
     def teacher_outputs(batch):
