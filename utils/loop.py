@@ -101,14 +101,18 @@ class TrainResult:
 
 
 def make_optimizer(model, args):
-    """AdamW; no weight decay on biases and LayerNorm weights, as in the released scripts."""
+    """AdamW; no weight decay on biases and LayerNorm weights, as in the released scripts.
+
+    The fused implementation (one kernel over all parameters) on CUDA and on the CPU: on a CPU it
+    is several times faster than the per-tensor-list one, and for a small BERT on short batches the
+    update of the 30522-row embedding matrix costs more than the forward and backward."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = next(model.parameters()).device.type == "cuda"
+    fused = next(model.parameters()).device.type in ("cuda", "cpu")
     return torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, fused=fused)
 
 
