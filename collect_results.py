@@ -176,9 +176,11 @@ class Cell:
         return text if len(self.values) == len(self.statuses) else f"{text} [{self.status()}]"
 
 
-def collect_table(root, table, seeds=None, tasks=None):
-    """{"columns": [(task, metric, label)], "rows": [(label, {column: Cell or number}, kind)], ...}."""
+def collect_table(root, table, seeds=None, tasks=None, with_published=True):
+    """{"columns": [(task, metric, label)], "rows": [(label, {column: Cell or number}, kind)], ...};
+    ``with_published=False`` leaves out the papers' numbers (runs of other models)."""
     title, default_tasks, methods, average, published = TABLES[table]
+    published = published if with_published else {}
     present = sorted(p.name for p in (Path(root) / table).glob("*") if p.is_dir() and p.name in TASKS)
     tasks = tasks or default_tasks + [t for t in present if t not in default_tasks]
     student_seeds = seeds or seeds_found(root, table, lambda m: m != "teacher") or [TEACHER_SEED]
@@ -212,7 +214,8 @@ def collect_table(root, table, seeds=None, tasks=None):
                                                          if _mean(cells[key]) is not None}, "difference", method))
     if average:
         columns.append(("avg", None, "Avg"))
-    notes = [note for (name, method), note in PUBLISHED_NOTES.items() if name == table and method in methods]
+    notes = [note for (name, method), note in PUBLISHED_NOTES.items()
+             if with_published and name == table and method in methods]
     return {"table": table, "title": title, "columns": columns, "rows": rows, "notes": notes,
             "student_seeds": student_seeds, "teacher_seeds": teacher_seeds}
 
@@ -358,6 +361,8 @@ def parse_args(argv):
     parser.add_argument("--seeds", help="the seeds expected for the students, e.g. 42,43,44 "
                                         "(default: every seed found under the table)")
     parser.add_argument("--tasks", help="the columns, e.g. mnli,qqp (default: the paper's and any found)")
+    parser.add_argument("--no-published", action="store_true",
+                        help="leave out the papers' numbers (for runs of other models, e.g. scripts/mini_tables.sh)")
     parser.add_argument("--print-layout", action="store_true", help="print the run-folder template and exit")
     return parser.parse_args(argv)
 
@@ -381,7 +386,7 @@ def main(argv=None):
     if unknown:
         print(f"error: unknown task(s) {', '.join(unknown)} (choose from {', '.join(TASKS)})", file=sys.stderr)
         return 1
-    collected = [collect_table(root, table, seeds, tasks) for table in tables]
+    collected = [collect_table(root, table, seeds, tasks, with_published=not args.no_published) for table in tables]
     if args.plot:
         Path(args.plot).mkdir(parents=True, exist_ok=True)
         for table in collected:

@@ -10,12 +10,13 @@ ALL_TASKS="cola sst2 mrpc stsb qqp mnli qnli rte wnli"
 DEFAULT_TASKS="cola sst2 mrpc stsb qqp mnli qnli rte"
 ALL_METHODS="ft task kd mse cos corr corr_mask pkd"
 declare -A OPTS=([glue-dir]=glue_data [teacher-model]=bert-base-uncased
-                 [student-model]=distilbert-base-uncased [teacher-seed]=42)
+                 [student-model]=distilbert-base-uncased [teacher-seed]=42 [student-args]="")
 USAGE="Fine-tunes the teacher (bert-base-uncased, max_seq_length 128, batch 32, lr 5e-5, 3 epochs)
 and distils the uncased DistilBERT (3 epochs, max_seq_length 128, the released batch 16 and
 lr 5e-5) with: task (task loss only), kd (logit KD, T=2), mse, cos (last hidden layer),
 corr (cross-correlation), corr_mask (cross-correlation + sub-teacher mask: the paper's command),
 pkd (PKD-Skip, T=10, alpha=0.5, beta=500: a choice from the PKD grid, the paper gives none).
+--student-args ARGS: appended to the distillation commands only (e.g. \"--cache_teacher\").
 ft fine-tunes DistilBERT alone (run_glue.py, no teacher: the paper's DistilBERT6-FT) with the
 students' batch 16, lr 5e-5, 3 epochs, max_seq_length 128."
 
@@ -55,7 +56,7 @@ for task in $TASKS; do
                     --output_dir "$(run_dir "$task" ft "$seed")"
                 continue
             fi
-            read -r -a loss <<<"${LOSS[$method]}"
+            read -r -a loss <<<"${LOSS[$method]} ${OPTS[student-args]}"
             job students "$task" "$method" "$seed" "$teacher" -- "$REPO_DIR/run_glue_w_distillation.py" \
                 --teacher_model_name_or_path "$teacher" --student_model_name_or_path "${OPTS[student-model]}" \
                 --task_name "$task" --data_dir "$GLUE_DIR/$(glue_task_dir "$task")" --max_seq_length 128 \

