@@ -150,8 +150,9 @@ def test_a_cache_above_the_memory_limit_is_mapped_under_the_checkpoint_dir(tmp_p
         cache = fill(cache_args(tmp_path, cache_teacher_max_memory_gb=0.0), teacher, features)
     assert isinstance(cache.hidden, np.memmap)
     tokens = sum(len(feature["input_ids"]) for feature in features)
-    assert f"teacher cache: 11 examples, 0.0M real tokens, 0.0 MB in float16, memory-mapped in {tmp_path}" \
-           f"/out/teacher_cache" in caplog.text
+    size = 2 * (cache.logits.shape[0] * cache.logits.shape[1] + tokens * WIDTH)
+    assert f"teacher cache: 11 examples, {tokens:,} real tokens, {size / 1e3:.1f} kB in float16, memory-mapped " \
+           f"in {tmp_path}/out/teacher_cache" in caplog.text
     assert cache.hidden.shape == (tokens, WIDTH)
 
 

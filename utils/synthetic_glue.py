@@ -1,8 +1,13 @@
 """Small synthetic GLUE tasks written in the original TSV formats (for the demo and the tests).
 
-The label of each pair is decided by one cue word of the second sentence, so that a tiny model
-learns it in a few steps; the files follow the classic layout and quirks of each task (CoLA
-without a header, MRPC's byte-order mark, STS-B's ten columns, MNLI's parses and five files).
+``write_synthetic_task`` (the tests): the label of each pair is decided by one cue word of the
+second sentence, so that a tiny model learns it in a few steps; the files follow the classic
+layout and quirks of each task (CoLA without a header, MRPC's byte-order mark, STS-B's ten
+columns, MNLI's parses and five files).
+
+``write_negation_sst2`` (the demo): review sentences whose sentiment no single word decides: an
+adjective's polarity flipped by a negation ("the plot was not dull" is positive), among filler
+words that carry none.
 """
 
 import random
@@ -93,4 +98,40 @@ def write_synthetic_task(glue_dir, task_name, num_train=64, num_dev=32, num_test
     else:
         _write(folder / "dev.tsv", header, labelled(num_dev))
         _write(folder / "test.tsv", test_header, unlabelled(num_test))
+    return folder
+
+
+POSITIVE_WORDS = ["good", "great", "fun", "clever", "moving", "charming"]
+NEGATIVE_WORDS = ["bad", "dull", "boring", "weak", "silly", "clumsy"]
+REVIEW_SUBJECTS = ["the film", "the movie", "the plot", "the acting", "the ending", "the cast", "the script"]
+ADVERBS = ["", "really", "truly", "quite"]
+NEGATIONS = ["not", "never", "hardly"]
+FILLERS = ["", "i think", "to be honest", "overall", "in the end"]
+
+
+def negation_review(rng):
+    """(sentence, label) with label 1 (positive) iff the adjective is positive and not negated, or
+    negative and negated: half the sentences of each adjective and of each negation are positive."""
+    positive_word = rng.random() < 0.5
+    negated = rng.random() < 0.5
+    adjective = rng.choice(POSITIVE_WORDS if positive_word else NEGATIVE_WORDS)
+    words = [rng.choice(FILLERS), rng.choice(REVIEW_SUBJECTS), "was", rng.choice(NEGATIONS) if negated else "",
+             rng.choice(ADVERBS), adjective, "."]
+    return " ".join(word for word in words if word), int(positive_word != negated)
+
+
+def review_words():
+    """Every word ``negation_review`` writes (for a tiny tokenizer that keeps them whole)."""
+    phrases = POSITIVE_WORDS + NEGATIVE_WORDS + REVIEW_SUBJECTS + ADVERBS + NEGATIONS + FILLERS + ["was"]
+    return sorted({word for phrase in phrases for word in phrase.split()})
+
+
+def write_negation_sst2(glue_dir, num_train=1024, num_dev=256, seed=0):
+    """Write ``glue_dir/SST-2/`` (SST-2's format, 1 = positive) with ``negation_review`` sentences."""
+    folder = Path(glue_dir) / "SST-2"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for name, count in (("train.tsv", num_train), ("dev.tsv", num_dev)):
+        _write(folder / name, ["sentence", "label"], [negation_review(rng) for _ in range(count)])
+    _write(folder / "test.tsv", ["index", "sentence"], [[i, negation_review(rng)[0]] for i in range(16)])
     return folder

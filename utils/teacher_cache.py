@@ -156,8 +156,8 @@ class TeacherCache:
         patience_width = patience_shape[0] * patience_shape[1] if patience_shape else 0
         size = 2 * (logit_rows * num_logits + tokens * (hidden_width or 0) + len(dataset) * patience_width)
         folder = cache_folder(args, size)
-        logger.info("teacher cache: %s examples, %.1fM real tokens, %s in %s, %s", f"{len(dataset):,}",
-                    tokens / 1e6, _readable(size), args.cache_teacher_dtype,
+        logger.info("teacher cache: %s examples, %s real tokens, %s in %s, %s", f"{len(dataset):,}",
+                    f"{tokens:,}", _readable(size), args.cache_teacher_dtype,
                     "in memory" if folder is None else f"memory-mapped in {folder}")
         logits = _table(folder, "logits", (logit_rows, num_logits))
         hidden = _table(folder, "hidden", (tokens, hidden_width)) if hidden_width else None
@@ -245,4 +245,6 @@ def _bits(values, dtype):
 
 
 def _readable(size):
-    return f"{size / GB:.1f} GB" if size >= GB else f"{size / 1e6:.1f} MB"
+    if size >= GB:
+        return f"{size / GB:.1f} GB"
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
