@@ -57,7 +57,8 @@ def main(argv=None):
     check_max_seq_length(args.max_seq_length, tokenizer, model)
     model.to(runtime.device)
     accepted = forward_arguments(model)
-    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length, task.is_regression)
+    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length, task.is_regression,
+                          pad_to_multiple_of=runtime.pad_multiple)
 
     eval_sets = load_glue_dev_sets(args, task, tokenizer) if args.do_train or args.do_eval else {}
     prediction_sets = load_prediction_sets(args, task, tokenizer)

@@ -12,6 +12,7 @@ writes ``eval_results.json``.
 
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
 from utils.one_to_one import (
+    across_processes,
     add_distillation_args,
     classifier_distillation_loss,
     load_student_and_teacher,
@@ -62,13 +63,15 @@ def main(argv=None):
     args, task = resolved_options(command), get_task(command.task_name)
     loss_fn = loss_from_args(args, TASK_WEIGHT)
     runtime, resume = start_run(args, command)
+    loss_fn = across_processes(loss_fn, runtime)
 
     # Models and evaluation data
     pair = load_student_and_teacher(args, task, loss_fn, runtime.device)
     student, tokenizer, teacher_tokens = pair.student, pair.tokenizer, pair.teacher_tokenizer
     check_max_seq_length(args.max_seq_length, tokenizer, student, pair.teacher)
     student_accepted = forward_arguments(student)
-    collate = PadCollator(pair.pad_token_ids, args.max_seq_length, args.pad_to_max_length, task.is_regression)
+    collate = PadCollator(pair.pad_token_ids, args.max_seq_length, args.pad_to_max_length, task.is_regression,
+                          pad_to_multiple_of=runtime.pad_multiple)
     eval_sets = load_glue_dev_sets(args, task, tokenizer, teacher_tokens) if args.do_eval else {}
     prediction_sets = load_prediction_sets(args, task, tokenizer, teacher_tokens)
 

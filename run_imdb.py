@@ -55,7 +55,8 @@ def main(argv=None):
     model.to(runtime.device)
     args = resolved_options(command, max_seq_length=imdb_max_seq_length(command.max_seq_length, tokenizer, model))
     accepted = forward_arguments(model)
-    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length)
+    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length,
+                          pad_to_multiple_of=runtime.pad_multiple)
     eval_set = load_imdb_test_set(args, tokenizer) if args.do_eval else None
 
     def forward(batch):

@@ -13,6 +13,7 @@ the test-split accuracy to ``eval_results.json``.
 
 from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
 from utils.one_to_one import (
+    across_processes,
     add_distillation_args,
     classifier_distillation_loss,
     load_student_and_teacher,
@@ -64,6 +65,7 @@ def main(argv=None):
     args = resolved_options(command)
     loss_fn = loss_from_args(args, TASK_WEIGHT)
     runtime, resume = start_run(args, command)
+    loss_fn = across_processes(loss_fn, runtime)
 
     # Models and evaluation data
     pair = load_student_and_teacher(args, IMDB, loss_fn, runtime.device)
@@ -71,7 +73,8 @@ def main(argv=None):
     args = resolved_options(command, max_seq_length=imdb_max_seq_length(command.max_seq_length, tokenizer, student,
                                                                         pair.teacher))
     student_accepted = forward_arguments(student)
-    collate = PadCollator(pair.pad_token_ids, args.max_seq_length, args.pad_to_max_length)
+    collate = PadCollator(pair.pad_token_ids, args.max_seq_length, args.pad_to_max_length,
+                          pad_to_multiple_of=runtime.pad_multiple)
     eval_set = load_imdb_test_set(args, tokenizer, teacher_tokens) if args.do_eval else None
 
     def forward(batch):

@@ -95,6 +95,9 @@ def parse_args(argv=None):
         raise UserError(f"--temperature must be positive, got {args.temperature}")
     if args.do_train and args.train_teacher and not args.t_learning_rate > 0:
         raise UserError(f"--t_learning_rate must be above 0 (it trains the teacher), got {args.t_learning_rate}")
+    if args.use_lgtm and args.fp16:
+        raise UserError("--use_lgtm with --fp16: LGTM's teacher update takes gradients outside the float16 loss "
+                        "scaler, where they can underflow or overflow; use --bf16 (float32's range) instead")
     if args.use_lgtm and not args.lgtm_r > 0:
         raise UserError(f"--lgtm_r must be above 0 (the finite-difference step), got {args.lgtm_r}")
     return args
@@ -165,7 +168,8 @@ def main(argv=None):
     student, teacher = load_models(args, task, tokenizer)
     check_max_seq_length(args.max_seq_length, tokenizer, *[model for model in (student, teacher) if model is not None])
     student.to(runtime.device)
-    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length, task.is_regression)
+    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length, task.is_regression,
+                          pad_to_multiple_of=runtime.pad_multiple)
     eval_sets = load_glue_dev_sets(args, task, tokenizer) if args.do_eval else {}
     prediction_sets = load_prediction_sets(args, task, tokenizer)
 
@@ -207,6 +211,8 @@ def main(argv=None):
                 temperature=args.temperature, max_grad_norm=args.max_grad_norm,
                 quiz_batches=quiz_batches if args.use_lgtm else None, student_optimizer=student_optimizer,
                 alpha_kd=args.alpha_kd, lgtm_r=args.lgtm_r)
+            if teacher_update.scaler.is_enabled():  # float16 ProKT: the teacher's loss scale resumes too
+                components["teacher_scaler"] = teacher_update.scaler
             teacher.train()
         else:
             teacher.eval().requires_grad_(False)

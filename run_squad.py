@@ -59,7 +59,8 @@ def main(argv=None):
     check_window_length(args, tokenizer, model)
     model.to(runtime.device)
     accepted = forward_arguments(model)
-    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length)
+    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length,
+                          pad_to_multiple_of=runtime.pad_multiple)
     eval_set = load_squad_eval_set(args, tokenizer) if args.do_eval else None
 
     def forward(batch):

@@ -20,6 +20,7 @@ from utils.errors import exit_on_user_error
 from utils.features import PadCollator, model_inputs
 from utils.models import forward_arguments, load_question_answerer, load_tokenizer
 from utils.one_to_one import (
+    across_processes,
     add_distillation_args,
     load_span_teacher,
     loss_from_args,
@@ -74,6 +75,7 @@ def main(argv=None):
     args = resolved_options(command)
     loss_fn = loss_from_args(args, TASK_WEIGHT)
     runtime, resume = start_run(args, command)
+    loss_fn = across_processes(loss_fn, runtime)
 
     # Models and evaluation data
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, what="student",
@@ -84,7 +86,8 @@ def main(argv=None):
     check_window_length(args, tokenizer, *[model for model in (student, teacher) if model is not None])
     student.to(runtime.device)
     student_accepted = forward_arguments(student)
-    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length)
+    collate = PadCollator({"": tokenizer.pad_token_id}, args.max_seq_length, args.pad_to_max_length,
+                          pad_to_multiple_of=runtime.pad_multiple)
     eval_set = load_squad_eval_set(args, tokenizer) if args.do_eval else None
 
     def forward(batch):

@@ -3,6 +3,7 @@ Specialized Sub-Teacher: One-to-One Mapping for Feature-Based Knowledge Distilla
 Findings of EMNLP 2023)."""
 
 from dataclasses import dataclass
+from typing import Any
 
 from losses.features import (
     cross_correlation_loss,
@@ -38,6 +39,11 @@ class OneToOneLoss:
     mask_prob: float = 0.5
     off_diagonal_weight: float = 5e-3
     normalizer: str = "elements"
+    # None (one process), or the processes of a data-parallel run: ``gather_rows(rows)`` (the
+    # rows of every process, gradients flowing back to each one's own) and ``same_as_first(t)``
+    # (the first process's ``t``), so that the correlation terms and the sub-teacher see the
+    # whole global batch, as one process would (utils.one_to_one.AcrossProcesses)
+    processes: Any = None
 
     @property
     def uses_features(self):
@@ -77,13 +83,19 @@ class OneToOneLoss:
             keep = None
             if self.do_mask and (self.alpha_corr > 0 or self.alpha_mse > 0):
                 keep = sub_teacher_mask(student_rows.shape[-1], self.mask_prob, device=student_rows.device)
+                keep = keep if self.processes is None else self.processes.same_as_first(keep)
             if self.alpha_corr > 0:
                 correlation = dict(off_diagonal_weight=self.off_diagonal_weight, normalizer=self.normalizer)
-                terms["corr"] = cross_correlation_loss(student_rows, teacher_rows, **correlation)
+                # standardised over the global batch's rows: the per-process statistics differ
+                every_student, every_teacher = student_rows, teacher_rows
+                if self.processes is not None:
+                    every_student = self.processes.gather_rows(student_rows)
+                    every_teacher = self.processes.gather_rows(teacher_rows)
+                terms["corr"] = cross_correlation_loss(every_student, every_teacher, **correlation)
                 loss = loss + self.alpha_corr * terms["corr"]
                 if keep is not None:
                     terms["corr_sub_teacher"] = cross_correlation_loss(
-                        student_rows, teacher_rows, dims=keep, **correlation)
+                        every_student, every_teacher, dims=keep, **correlation)
                     loss = loss + self.alpha_corr * terms["corr_sub_teacher"]
             if self.alpha_mse > 0:
                 if keep is None:

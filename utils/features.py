@@ -26,7 +26,8 @@ def merge_features(*feature_lists):
 
 
 class PadCollator:
-    """Pad each batch to its longest sequence (or to ``max_length`` when ``pad_to_max_length``).
+    """Pad each batch to its longest sequence, rounded up to ``pad_to_multiple_of`` (capped at
+    ``max_length``) when given, or to ``max_length`` when ``pad_to_max_length``.
 
     For every prefix (``""`` for the student, ``"teacher_"`` for a teacher with its own
     tokenizer) it pads ``input_ids`` with that tokenizer's pad id and ``token_type_ids`` with 0
@@ -34,17 +35,29 @@ class PadCollator:
     other integer entry (SQuAD's ``start_positions``/``end_positions``) a long tensor.
     """
 
-    def __init__(self, pad_token_ids, max_length=None, pad_to_max_length=False, regression=False):
+    def __init__(self, pad_token_ids, max_length=None, pad_to_max_length=False, regression=False,
+                 pad_to_multiple_of=None):
         self.pad_token_ids = pad_token_ids
         self.max_length = max_length
         self.pad_to_max_length = pad_to_max_length
         self.regression = regression
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def width(self, lengths):
+        """The padded length of a batch whose sequences have ``lengths``."""
+        if self.pad_to_max_length:
+            return self.max_length
+        width = max(lengths)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+            width = min(width, self.max_length) if self.max_length else width
+        return width
 
     def __call__(self, features):
         batch = {}
         for prefix, pad_id in self.pad_token_ids.items():
             lengths = [len(feature[prefix + "input_ids"]) for feature in features]
-            width = self.max_length if self.pad_to_max_length else max(lengths)
+            width = self.width(lengths)
             for key, fill in (("input_ids", pad_id), ("token_type_ids", 0)):
                 if prefix + key in features[0]:
                     batch[prefix + key] = _pad([feature[prefix + key] for feature in features], width, fill)

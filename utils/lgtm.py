@@ -107,17 +107,19 @@ def make_teacher_optimizer(teacher, learning_rate, eps):
     return torch.optim.AdamW(teacher.parameters(), lr=learning_rate, eps=eps, weight_decay=0.0)
 
 
-def prokt_teacher_backward(teacher, student, batch, *, t_alpha_kd, temperature):
+def prokt_teacher_backward(teacher, student, batch, *, t_alpha_kd, temperature, scaler=None):
     """ProKT's teacher gradient, accumulated into the teacher's ``.grad``: the backward of
     ``lgtm_teacher_loss`` on ``batch`` against the student's logits (the student in eval mode,
-    without gradient, and in train mode after)."""
+    without gradient, and in train mode after); the loss multiplied by ``scaler``'s scale when
+    given (float16)."""
     student.eval()
     with torch.no_grad():
         student_logits = student(**model_inputs(batch, forward_arguments(student))).logits
     student.train()
     outputs = teacher(**model_inputs(batch, forward_arguments(teacher)), labels=batch["labels"])
-    lgtm_teacher_loss(outputs.logits, student_logits, outputs.loss, t_alpha_kd=t_alpha_kd,
-                      temperature=temperature).backward()
+    loss = lgtm_teacher_loss(outputs.logits, student_logits, outputs.loss, t_alpha_kd=t_alpha_kd,
+                             temperature=temperature)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
 
 
 class TeacherUpdate:
@@ -126,7 +128,15 @@ class TeacherUpdate:
     LGTM's (``lgtm_teacher_grads`` on the next quiz batch, at the teacher's current learning
     rate), averaged across processes, clipped to ``max_grad_norm``, then one step of ``optimizer``
     and of ``scheduler``. Returns ``{"teacher_grad_norm": norm}`` for the loop to log and watch: a
-    teacher that diverges shows there while the student's loss may still be finite."""
+    teacher that diverges shows there while the student's loss may still be finite.
+
+    Under float16 autocast ProKT's teacher loss goes through its own gradient scaler
+    (``self.scaler``, to be checkpointed with the run), since the loop's scales only the
+    student's: without one, the teacher's float16 gradients underflow. A step the scaler skips
+    (an overflow, as it lowers its scale) logs a norm of 0 and ``teacher_fp16_skipped`` 1, so that
+    the logged mean of the latter is the share of skipped teacher steps. LGTM's gradients come from
+    ``torch.autograd.grad`` outside any scaler: the scripts refuse float16 for it (bfloat16 has
+    float32's range)."""
 
     def __init__(self, teacher, student, optimizer, scheduler, runtime, *, t_alpha_kd, temperature, max_grad_norm,
                  quiz_batches=None, student_optimizer=None, alpha_kd=None, lgtm_r=0.01):
@@ -138,6 +148,10 @@ class TeacherUpdate:
         self.parameters = list(teacher.parameters())
         if quiz_batches is not None and (student_optimizer is None or alpha_kd is None):
             raise ValueError("the LGTM teacher update (quiz_batches given) needs the student_optimizer and alpha_kd")
+        float16 = runtime.amp_dtype == torch.float16
+        if float16 and quiz_batches is not None:
+            raise ValueError("the LGTM teacher update has no loss scaler: use bfloat16, not float16")
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=float16)
 
     def __call__(self, batch):
         if self.quiz_batches is not None:
@@ -149,15 +163,21 @@ class TeacherUpdate:
                 parameter.grad = grad
         else:
             prokt_teacher_backward(self.teacher, self.student, batch, t_alpha_kd=self.t_alpha_kd,
-                                   temperature=self.temperature)
+                                   temperature=self.temperature, scaler=self.scaler if self.scaler.is_enabled() else None)
         average_across_processes([p.grad for p in self.parameters if p.grad is not None], self.runtime)
+        self.scaler.unscale_(self.optimizer)
         # without clipping (max_grad_norm 0) the norm is still taken: scaling by 1 changes no gradient
         clip = self.max_grad_norm if self.max_grad_norm and self.max_grad_norm > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.parameters, clip)
-        self.optimizer.step()
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters, clip).detach()
+        self.scaler.step(self.optimizer)  # the optimizer's step, skipped by an enabled scaler on inf/NaN
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"teacher_grad_norm": norm.detach()}
+        if not self.scaler.is_enabled():
+            return {"teacher_grad_norm": norm}
+        skipped = ~torch.isfinite(norm)
+        return {"teacher_grad_norm": torch.where(skipped, torch.zeros_like(norm), norm),
+                "teacher_fp16_skipped": skipped.float()}
 
 
 class BestScore:
@@ -387,8 +407,9 @@ def _influence(teacher, student, batch, direction, *, t_alpha_kd, temperature, r
 
 @torch.no_grad()
 def _perturbed_probabilities(student, batch, direction, step, temperature, rows):
-    """``softmax(s(theta + step v) / T)``, in float32 or wider; the input-embedding entry of
-    ``direction`` applied on the batch's ``rows`` only, where given."""
+    """``softmax(s(theta + step v) / T)``, the student's forward in float32 (autocast off) or
+    wider; the input-embedding entry of ``direction`` applied on the batch's ``rows`` only, where
+    given."""
     named_params = dict(student.named_parameters())
     perturbed = {name: torch.add(named_params[name], v.dense(named_params[name]) if isinstance(v, Rows) else v,
                                  alpha=step)
@@ -397,7 +418,11 @@ def _perturbed_probabilities(student, batch, direction, step, temperature, rows)
     if rows is not None:
         table = torch.add(named_params[rows.name][rows.ids], direction[rows.name].at(rows.ids), alpha=step)
         inputs_embeds = rows.embed(table)
-    logits = forward(student, batch, perturbed, inputs_embeds).logits
+    # in float32 whatever the run's autocast: the step eps v is about r = 0.01 of the parameters'
+    # norm spread over all of them, far below bfloat16's (or float16's) rounding of one weight,
+    # so that s(theta + eps v) - s(theta - eps v) would be rounding noise in 16 bits
+    with torch.autocast(device_type=next(student.parameters()).device.type, enabled=False):
+        logits = forward(student, batch, perturbed, inputs_embeds).logits
     return F.softmax(logits / temperature, dim=-1,
                      dtype=torch.promote_types(logits.dtype, torch.float32))
 

@@ -8,11 +8,13 @@ predictors for SQuAD) loading the teacher, its targets for the training set (the
 itself or its ``TeacherCache``) and the loss of one training batch (``compute_loss`` of
 ``utils.loop.train``)."""
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from losses import OneToOneLoss
@@ -93,6 +95,57 @@ def loss_from_args(args, task_weight_name):
                         temperature=args.temperature,
                         do_mask=args.do_mask, mask_prob=args.mask_prob,
                         off_diagonal_weight=args.off_diagonal_weight, normalizer=args.corr_normalizer)
+
+
+class _GatherRows(torch.autograd.Function):
+    """All-gather of equally shaped tensors whose backward hands each process the sum of every
+    process's gradient for its own part (an all-reduce, which every backend has)."""
+
+    @staticmethod
+    def forward(ctx, part):
+        ctx.rank, ctx.world_size = dist.get_rank(), dist.get_world_size()
+        parts = [torch.empty_like(part) for _ in range(ctx.world_size)]
+        dist.all_gather(parts, part.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        size = grad.shape[0] // ctx.world_size
+        return grad[ctx.rank * size:(ctx.rank + 1) * size]
+
+
+class AcrossProcesses:
+    """``OneToOneLoss.processes`` for a data-parallel run (torchrun).
+
+    Each process holds the token rows of its share of the global batch. ``gather_rows`` returns
+    the rows of all processes in rank order, each process's padded to the largest count for the
+    collective and cut back after. Every process then computes the same loss on the global batch;
+    the backward gives each process's rows the sum over processes of that loss's gradient, i.e.
+    ``world_size`` times its own, which the data-parallel average of parameter gradients divides
+    back: the parameters get the gradient of the single-process loss on the global batch."""
+
+    def gather_rows(self, rows):
+        count = torch.tensor([rows.shape[0]], device=rows.device)
+        counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+        dist.all_gather(counts, count)
+        counts = [int(c) for c in counts]
+        most = max(counts)
+        padded = torch.nn.functional.pad(rows, (0, 0, 0, most - rows.shape[0]))
+        every = _GatherRows.apply(padded)
+        return torch.cat([every[rank * most:rank * most + n] for rank, n in enumerate(counts)])
+
+    def same_as_first(self, tensor):
+        copy = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor.clone()
+        dist.broadcast(copy, src=0)
+        return copy.bool() if tensor.dtype == torch.bool else copy
+
+
+def across_processes(loss_fn, runtime):
+    """``loss_fn`` with the global batch's correlation terms under torchrun (``AcrossProcesses``),
+    unchanged in a single process."""
+    return dataclasses.replace(loss_fn, processes=AcrossProcesses()) if runtime.distributed else loss_fn
 
 
 def teacher_arguments(teacher, args):

@@ -43,6 +43,14 @@ class Runtime:
     def distributed(self):
         return self.world_size > 1
 
+    @property
+    def pad_multiple(self):
+        """Batches are padded to a multiple of this many tokens (None: to the longest sequence): 8
+        on CUDA, where tensor cores want multiples of 8 and ``--torch_compile`` then sees at most
+        max_seq_length / 8 sequence lengths (it recompiles once with a dynamic length, after the
+        second)."""
+        return 8 if self.device.type == "cuda" else None
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
