@@ -108,7 +108,14 @@ LGTM_LEARNING_RATE = 3e-5
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sst2_dir", required=True, help="a glue_data/SST-2 folder (train.tsv and dev.tsv are read)")
+    parser.add_argument("--sst2_dir", "--data_dir", dest="sst2_dir", required=True,
+                        help="the task's glue_data folder, e.g. glue_data/SST-2 (train.tsv and dev.tsv are read)")
+    parser.add_argument("--task", default="sst2", choices=("sst2", "qnli", "rte", "mrpc"),
+                        help="a two-label GLUE task (default sst2; qnli for sentence pairs of MNLI-like length)")
+    parser.add_argument("--model_vocab_size", type=int, default=None,
+                        help="the models' embedding rows (default: the tokenizer's size), e.g. 30522 for BERT-base")
+    parser.add_argument("--ours_dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="ours' autocast (default auto: bfloat16 on CUDA, float32 on the CPU)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration first")
@@ -137,15 +144,16 @@ def parse_args(argv=None):
 def prepare_data(args):
     """Tokenizer, a random pool of SST-2 training sentences (features with labels and
     example_index), the dev sentences for the quiz batches, and each pipeline's batches."""
-    examples = read_glue_tsv("sst2", args.sst2_dir, "train")
-    tokenizer = build_tokenizer([example["text_a"] for example in examples], args.vocab_size)
+    examples = read_glue_tsv(args.task, args.sst2_dir, "train")
+    tokenizer = build_tokenizer([text for example in examples for text in (example["text_a"], example["text_b"])
+                                 if text], args.vocab_size)
     pool_size = min(len(examples), args.pool_chunks * 50 * args.batch_size)
     pool = random.Random(0).sample(range(len(examples)), pool_size)
     features = tokenize_examples(tokenizer, [examples[i] for i in pool], MAX_SEQ_LENGTH)
     for index, (feature, example) in enumerate(zip(features, pool)):
         feature["labels"] = examples[example]["label"]
         feature["example_index"] = index
-    dev = read_glue_tsv("sst2", args.sst2_dir, "validation")
+    dev = read_glue_tsv(args.task, args.sst2_dir, "validation")
     quiz_features = tokenize_examples(tokenizer, dev, MAX_SEQ_LENGTH)
     for feature, example in zip(quiz_features, dev):
         feature["labels"] = example["label"]
@@ -183,12 +191,15 @@ class Pipeline:
     """How one pipeline collates and moves its batches, and computes: ours as the scripts do
     (dynamic padding, bf16 autocast on CUDA), the reference as released (padded to 128, float32)."""
 
-    def __init__(self, name, data, device):
+    def __init__(self, name, data, device, ours_dtype="auto"):
         self.name, self.data, self.device = name, data, device
         self.ours = name != "reference"
+        runtime = Runtime(device)
         pad_id = data.tokenizer.pad_token_id
-        self.collate = PadCollator({"": pad_id}, MAX_SEQ_LENGTH) if self.ours else reference.reference_collator(pad_id)
-        self.runtime = Runtime(device, amp_dtype=torch.bfloat16 if self.ours and device.type == "cuda" else None)
+        self.collate = (PadCollator({"": pad_id}, MAX_SEQ_LENGTH, pad_to_multiple_of=runtime.pad_multiple) if self.ours
+                        else reference.reference_collator(pad_id))
+        bf16 = ours_dtype == "bfloat16" or (ours_dtype == "auto" and device.type == "cuda")
+        self.runtime = Runtime(device, amp_dtype=torch.bfloat16 if self.ours and bf16 else None)
 
     def _to_device(self, batch):
         if self.ours:
@@ -248,7 +259,7 @@ def build_step(row, pipe, args, vocab_size):
             return step
         loss_fn = OneToOneLoss(**PAPER_LOSS) if pipe.name == "ours" else OneToOneLoss(alpha_task=1.0)
         pair = StudentAndTeacher(student, teacher, pipe.data.tokenizer)
-        teacher_outputs = classifier_teacher_outputs(pair, loss_fn, get_task("sst2"),
+        teacher_outputs = classifier_teacher_outputs(pair, loss_fn, get_task(args.task),
                                                      SimpleNamespace(omit_teacher_token_type_ids=False))
         cache = None  # the task loss alone does not read the teacher
         if loss_fn.uses_teacher:
@@ -373,7 +384,7 @@ def memory_child(args):
     row, pipeline = args.memory_of.split("|")
     device = torch.device(args.device)
     data = prepare_data(args)
-    step = build_step(row, Pipeline(pipeline, data, device), args, len(data.tokenizer))
+    step = build_step(row, Pipeline(pipeline, data, device, args.ours_dtype), args, model_vocab_size(args, data))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     step(0, Timer(device))
@@ -422,8 +433,8 @@ def main(argv=None):
 
     device = torch.device(args.device)
     data = prepare_data(args)
-    pipelines = {name: Pipeline(name, data, device) for name in (*PIPELINES, TASK_ONLY)}
-    steps = {(row, pipeline): build_step(row, pipelines[pipeline], args, len(data.tokenizer))
+    pipelines = {name: Pipeline(name, data, device, args.ours_dtype) for name in (*PIPELINES, TASK_ONLY)}
+    steps = {(row, pipeline): build_step(row, pipelines[pipeline], args, model_vocab_size(args, data))
              for row, pipeline in configurations}
     records = {configuration: [] for configuration in configurations}
     # the configurations take turns, step by step, so that a busy machine slows them alike
@@ -440,14 +451,21 @@ def main(argv=None):
         results[(row, pipeline)] = summarize(records[(row, pipeline)], [len(batch) for batch in batches],
                                              [sum(data.lengths[i] for i in batch) for batch in batches])
     print_table(args, results, peaks, device, time.perf_counter() - start, memory_seconds, data)
+    return SimpleNamespace(results=results, peaks=peaks, device=device, data=data)
+
+
+def model_vocab_size(args, data):
+    """The models' embedding rows: ``--model_vocab_size``, at least the tokenizer's size."""
+    return max(len(data.tokenizer), args.model_vocab_size or 0)
 
 
 def print_table(args, results, peaks, device, total_seconds, memory_seconds, data):
     rows = list(args.rows) + (["LGTM training"] if "LGTM step" in args.rows else [])
-    ours_dtype = "bf16 autocast" if device.type == "cuda" else "float32"
+    ours_dtype = ("bf16 autocast" if args.ours_dtype == "bfloat16" or (args.ours_dtype == "auto" and device.type == "cuda")
+                  else "float32")
     print(f"device {device} ({torch.get_num_threads()} CPU threads), batch {args.batch_size}, teacher BERT "
           f"{args.teacher_layers}x{args.hidden}, students DistilBERT/BERT {args.student_layers}x{args.hidden}, "
-          f"WordPiece vocab {args.vocab_size} trained on SST-2; median of {args.steps} steps after {args.warmup} "
+          f"WordPiece vocab {args.vocab_size} trained on {args.task} (embedding rows {model_vocab_size(args, data)}); median of {args.steps} steps after {args.warmup} "
           f"warm-up, configurations interleaved step by step")
     print(f"ours: dynamic padding + group_by_length, {ours_dtype}; reference: pad to {MAX_SEQ_LENGTH}, random "
           f"batches, float32, masked_select rows, teacher forward every step, deep-copy LGTM")

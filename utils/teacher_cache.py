@@ -91,13 +91,13 @@ class TeacherCache:
         indices = batch["example_index"].tolist()
         mask = batch["attention_mask"].bool()
         if self.logit_offsets is None:
-            logits = self._values(self.logits[indices]).to(mask.device)
+            logits = self._values(self.logits[indices], mask.device)
         else:
             logits = self._gather(self.logits, self.logit_offsets, indices, self.logit_positions(batch))
         hidden = None if self.hidden is None else self._gather(self.hidden, self.offsets, indices, mask)
         patience = None
         if self.patience is not None:
-            patience = self._values(self.patience[indices]).to(mask.device).view(len(indices), *self.patience_shape)
+            patience = self._values(self.patience[indices], mask.device).view(len(indices), *self.patience_shape)
         return logits, hidden, patience
 
     def logit_positions(self, batch):
@@ -118,11 +118,13 @@ class TeacherCache:
             raise RuntimeError(f"teacher cache: {len(rows)} cached rows for {int(positions.sum())} positions of "
                                "the batch (the features changed after the cache was filled)")
         values = torch.zeros(*positions.shape, rows.shape[-1], device=positions.device)
-        values[positions] = self._values(rows).to(positions.device)
+        values[positions] = self._values(rows, positions.device)
         return values
 
-    def _values(self, bits):
-        return torch.from_numpy(np.ascontiguousarray(bits)).view(self.dtype).float()
+    def _values(self, bits, device):
+        """The 16-bit patterns ``bits`` as float32 on ``device``: moved in 16 bits (half the bytes
+        of float32 over the bus to a GPU), widened there."""
+        return torch.from_numpy(np.ascontiguousarray(bits)).view(self.dtype).to(device).float()
 
     @classmethod
     def fill(cls, args, runtime, teacher, teacher_outputs, dataset, collate_fn, *, num_logits, hidden_width=None,
