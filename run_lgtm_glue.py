@@ -95,6 +95,10 @@ def parse_args(argv=None):
         raise UserError(f"--temperature must be positive, got {args.temperature}")
     if args.do_train and args.train_teacher and not args.t_learning_rate > 0:
         raise UserError(f"--t_learning_rate must be above 0 (it trains the teacher), got {args.t_learning_rate}")
+    if args.do_train and args.alpha_kd >= 1 and get_task(args.task_name).is_regression:
+        raise UserError(f"--task_name {args.task_name} is a regression task: the KD term (a softmax over its one "
+                        "output) is always 0, so with --alpha_kd 1.0 the student would get no gradient; give "
+                        "--alpha_kd below 1 to train it on the task loss too")
     if args.use_lgtm and args.fp16:
         raise UserError("--use_lgtm with --fp16: LGTM's teacher update takes gradients outside the float16 loss "
                         "scaler, where they can underflow or overflow; use --bf16 (float32's range) instead")

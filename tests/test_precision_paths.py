@@ -111,3 +111,14 @@ def test_the_finite_difference_forwards_run_in_float32_under_bfloat16_autocast()
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, e, rtol=0, atol=0)
     assert not torch.equal(expected[0], expected[1]), "the perturbation moves the probabilities in float32"
+
+
+def test_lgtm_refuses_a_regression_task_whose_kd_only_loss_is_zero(capsys):
+    import run_lgtm_glue
+
+    with pytest.raises(SystemExit) as stop:
+        run_lgtm_glue.main(["--model_name_or_path", "x", "--teacher_model", "y", "--task_name", "stsb", "--do_train",
+                            "--alpha_kd", "1.0", "--output_dir", "/nonexistent/never"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "regression task" in error[0] and "--alpha_kd below 1" in error[0]
