@@ -65,7 +65,7 @@ def training_options(learning_rate, total_steps):
 class LoopStep:
     """One optimizer step of ours on one micro-batch, as ``utils.loop.train`` takes it: the
     method's ``micro_batch_hook`` and ``compute_loss`` under the runtime's autocast, the backward,
-    then the clipped AdamW step (``make_optimizer``: fused on CUDA) and the linear schedule of
+    then the clipped AdamW step (``make_optimizer``: fused AdamW) and the linear schedule of
     ``total_steps``. ``mark(phase)`` is called after the backward ("fwd+bwd") and after the
     optimizer step ("optim")."""
 

@@ -28,6 +28,7 @@ Speed (benchmarks.run_all, the steps the scripts run, against the released-choic
 import argparse
 import contextlib
 import io
+import logging
 import math
 import os
 import signal
@@ -155,6 +156,9 @@ def call_script(module, argv):
     errors = io.StringIO()
     start = time.perf_counter()
     status = 0
+    # the scripts' log lines too: their logging handler was bound to the stderr of the first call
+    handler = logging.StreamHandler(errors)
+    logging.getLogger().addHandler(handler)
     with contextlib.redirect_stderr(errors):
         try:
             main(argv)
@@ -162,6 +166,8 @@ def call_script(module, argv):
             status = stop.code if isinstance(stop.code, int) else 1
         except Exception as error:  # a crash is a finding of the check, reported in its table
             status, errors = 1, io.StringIO(f"{type(error).__name__}: {error}")
+        finally:
+            logging.getLogger().removeHandler(handler)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     lines = [line for line in errors.getvalue().splitlines() if line.strip()]

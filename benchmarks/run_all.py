@@ -20,7 +20,7 @@ Rows, each a full training step on SST-2 sentences (a new batch every step, its 
 
 Pipelines:
   ours       the functions the scripts run: the loop's micro-batch backward and optimizer step
-             (utils.loop.backward_micro_batch, optimizer_step: clipping, fused AdamW on CUDA, the linear
+             (utils.loop.backward_micro_batch, optimizer_step: clipping, fused AdamW, the linear
              schedule) around each script's compute_loss (utils.models.fine_tuning_loss,
              utils.one_to_one.classifier_distillation_loss with its teacher's utils.teacher_cache.TeacherCache
              filled before timing, utils.lgtm.online_student_loss) and run_lgtm_glue.py's teacher update

@@ -160,4 +160,4 @@ main() {
     cat "$TABLES/one_to_one_glue.md" "$TABLES/lgtm_glue.md"
 }
 
-main "$@"
+main "$@"; exit $?

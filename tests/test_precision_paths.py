@@ -122,3 +122,22 @@ def test_lgtm_refuses_a_regression_task_whose_kd_only_loss_is_zero(capsys):
     assert stop.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "regression task" in error[0] and "--alpha_kd below 1" in error[0]
+
+
+def test_a_checkpoint_without_a_newer_component_resumes_with_it_afresh(tmp_path, caplog):
+    """An fp16 ProKT checkpoint written before the teacher's scaler existed still resumes."""
+    import logging
+
+    from utils.checkpoints import Position, load_checkpoint, save_checkpoint
+
+    model = tiny_bert(seed=9)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    runtime = Runtime(device=torch.device("cpu"))
+    save_checkpoint(tmp_path, Position(global_step=3), model, None, {"optimizer": optimizer}, runtime,
+                    save_total_limit=0)
+    folder = tmp_path / "checkpoint-3"
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    with caplog.at_level(logging.WARNING, logger="utils.checkpoints"):
+        position = load_checkpoint(folder, model, {"optimizer": optimizer, "teacher_scaler": scaler}, runtime)
+    assert position.global_step == 3 and scaler.get_scale() == 1024.0
+    assert "has no teacher_scaler (written by an earlier version): it starts afresh" in caplog.text

@@ -103,6 +103,10 @@ def load_checkpoint(checkpoint, model, components, runtime):
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     state = torch.load(Path(checkpoint) / TRAINING_STATE, map_location="cpu", weights_only=False)
     for name, item in components.items():
+        if name not in state["components"]:
+            # a component this version adds (e.g. the float16 scaler of ProKT's teacher): starts afresh
+            logger.warning("checkpoint %s has no %s (written by an earlier version): it starts afresh", checkpoint, name)
+            continue
         item.load_state_dict(state["components"][name])
     rng_file = Path(checkpoint) / f"rng_state_{runtime.rank}.pt"
     if rng_file.exists():

@@ -89,7 +89,8 @@ def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_step
                        help="torch.compile backend (default inductor, which needs a C++ compiler on the CPU; "
                             "aot_eager needs none but runs no faster)")
     add_flag(group, "--pad_to_max_length",
-             help="pad every batch to --max_seq_length as released (default: to the longest in the batch)")
+             help="pad every batch to --max_seq_length as released (default: to the longest in the batch, rounded "
+                  "up to a multiple of 8 on CUDA)")
     group.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"])
     add_flag(group, "--disable_tqdm")
     group.add_argument("--dataloader_num_workers", type=int, default=0)

@@ -50,7 +50,7 @@ class PadCollator:
         width = max(lengths)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-            width = min(width, self.max_length) if self.max_length else width
+            width = max(min(width, self.max_length), max(lengths)) if self.max_length else width
         return width
 
     def __call__(self, features):
