@@ -231,10 +231,9 @@ def kill_and_resume(models, glue, work, device, tiny):
     from safetensors.torch import load_file
 
     runs, common = script_runs(models, glue, None, None, work / "resume", 8, 1 if tiny else 6)
-    teacher_argv = runs[0][2]
-    call_script("run_glue", [*teacher_argv, *common] + (["--use_cpu"] if device.type == "cpu" else []))
-    argv = [*runs[1][2][:-2], "--max_steps", "8", "--logging_steps", "1", "--save_steps", "2", "--disable_tqdm",
-            "--seed", "7", "--do_train"] + (["--use_cpu"] if device.type == "cpu" else [])
+    cpu = ["--use_cpu"] if device.type == "cpu" else []
+    call_script("run_glue", [*runs[0][2], *common, *cpu])
+    argv = [*runs[1][2][:-2], *common, "--save_steps", "2", *cpu]  # the last --save_steps counts
     whole, killed = work / "resume" / "whole", work / "resume" / "killed"
     status, _, last = call_script("run_glue_w_distillation", [*argv, "--output_dir", str(whole)])
     if status != 0:
@@ -283,10 +282,12 @@ def speed(args, device):
 
 
 def speed_rows(measured):
+    from benchmarks.run_all import TASK_ONLY
+
     rows = []
     for (lengths, dtype, _), found in measured.items():
         for (row, pipeline), result in found.results.items():
-            if pipeline == run_all_task_only():
+            if pipeline == TASK_ONLY:
                 continue
             reference = found.results[(row, "reference")]
             mfus = [f"{result['tflops'] / peak:.1%}" if pipeline == "ours" else "" for peak in PEAKS.values()]
@@ -296,12 +297,6 @@ def speed_rows(measured):
                          f"{peak:.2f}" if peak is not None else "",
                          f"{result['examples'] / reference['examples']:.2f}x" if pipeline == "ours" else ""))
     return rows
-
-
-def run_all_task_only():
-    from benchmarks.run_all import TASK_ONLY
-
-    return TASK_ONLY
 
 
 def speed_targets(measured):

@@ -194,12 +194,11 @@ class Pipeline:
     def __init__(self, name, data, device, ours_dtype="auto"):
         self.name, self.data, self.device = name, data, device
         self.ours = name != "reference"
-        runtime = Runtime(device)
-        pad_id = data.tokenizer.pad_token_id
-        self.collate = (PadCollator({"": pad_id}, MAX_SEQ_LENGTH, pad_to_multiple_of=runtime.pad_multiple) if self.ours
-                        else reference.reference_collator(pad_id))
         bf16 = ours_dtype == "bfloat16" or (ours_dtype == "auto" and device.type == "cuda")
         self.runtime = Runtime(device, amp_dtype=torch.bfloat16 if self.ours and bf16 else None)
+        pad_id = data.tokenizer.pad_token_id
+        self.collate = (PadCollator({"": pad_id}, MAX_SEQ_LENGTH, pad_to_multiple_of=self.runtime.pad_multiple)
+                        if self.ours else reference.reference_collator(pad_id))
 
     def _to_device(self, batch):
         if self.ours:
