@@ -71,9 +71,9 @@ def make_inputs(root, tiny):
     """The models (random weights, from configs) and the scripts' fixture data under ``root``."""
     from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
-    from tests.squad_fixtures import write_squad_dir
-    from tests.test_imdb import write_acl_imdb
     from utils.synthetic_glue import write_synthetic_task
+    from utils.synthetic_imdb import write_acl_imdb
+    from utils.synthetic_squad import write_squad_dir
     from utils.tiny_models import save_tokenizer, tiny_vocab
 
     width, heads, teacher_layers, student_layers = (32, 2, 2, 1) if tiny else (768, 12, 12, 6)

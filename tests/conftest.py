@@ -1,6 +1,7 @@
 """Shared fixtures: tiny models and synthetic GLUE data, made offline."""
 
 import pytest
+import torch
 
 from utils.synthetic_glue import write_synthetic_task
 from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
@@ -16,6 +17,16 @@ def tiny_models(tmp_path_factory):
         "distilbert_cased": make_tiny_distilbert(root / "distilbert_cased", cased=True),
         "distilbert_wide": make_tiny_distilbert(root / "distilbert_wide", hidden_size=48),
     }
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models step many times faster on one thread (two threads contend on a busy CPU); a
+    module asks for it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

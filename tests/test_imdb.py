@@ -26,37 +26,12 @@ from utils.imdb import (
     tokenize_reviews,
 )
 from utils.models import load_tokenizer
+from utils.synthetic_imdb import REVIEWS_PER_CLASS, write_acl_imdb
 
 TEACHER_COMMAND = "--model {model} --output_dir {out} --output_dir_intermed {intermed}"
 DISTILLATION_COMMAND = ("--student_model_name_or_path {student} --teacher_model_name_or_path {teacher} "
                         "--output_dir {out} --output_dir_intermed {intermed}")
 SMALL = ["--max_seq_length", "48", "--disable_tqdm"]
-POSITIVE = ["the movie was great", "a good film", "great great film", "it was good"]
-NEGATIVE = ["the movie was bad", "a bad film", "not good", "it was not great"]
-REVIEWS_PER_CLASS = 6
-
-
-def review_text(phrases, number):
-    """A review of a length that grows with ``number``, with the tree's HTML line breaks."""
-    sentences = [phrases[(number + k) % len(phrases)] for k in range(1 + 3 * number)]
-    return "<br /><br />".join(sentences)
-
-
-def write_acl_imdb(root):
-    """An aclImdb-shaped tree: train|test/pos|neg/<id>_<rating>.txt, plus unsup/ and the top files."""
-    tree = Path(root) / "aclImdb"
-    for split in ("train", "test"):
-        for label, phrases, ratings in (("pos", POSITIVE, (7, 8, 9, 10)), ("neg", NEGATIVE, (1, 2, 3, 4))):
-            folder = tree / split / label
-            folder.mkdir(parents=True)
-            for number in range(REVIEWS_PER_CLASS):
-                (folder / f"{number}_{ratings[number % 4]}.txt").write_text(review_text(phrases, number))
-    (tree / "train" / "unsup").mkdir()
-    (tree / "train" / "unsup" / "0_0.txt").write_text("an unlabelled review")
-    (tree / "imdb.vocab").write_text("the\nmovie\n")
-    return tree
-
-
 @pytest.fixture(scope="module")
 def imdb_root(tmp_path_factory):
     """The folder holding aclImdb/ (as after extracting aclImdb_v1.tar.gz)."""

@@ -15,9 +15,9 @@ import run_glue_w_distillation
 import run_imdb_w_distillation
 from losses import OneToOneLoss, patient_loss
 from tests.conftest import run_main
-from tests.test_imdb import write_acl_imdb
 from utils.errors import UserError
 from utils.one_to_one import cls_states, patient_layers
+from utils.synthetic_imdb import write_acl_imdb
 from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
 
 

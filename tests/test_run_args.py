@@ -13,9 +13,11 @@ import run_imdb
 import run_lgtm_glue
 import run_squad_w_distillation
 from tests.conftest import run_main
-from tests.squad_fixtures import one_thread, write_squad_dir  # noqa: F401
-from tests.test_imdb import write_acl_imdb
+from utils.synthetic_imdb import write_acl_imdb
+from utils.synthetic_squad import write_squad_dir
 from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = ["--per_device_train_batch_size", "16", "--num_train_epochs", "1", "--logging_steps", "1", "--disable_tqdm"]
 

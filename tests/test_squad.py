@@ -14,7 +14,6 @@ import torch
 from transformers import AutoModelForQuestionAnswering, BertTokenizer
 
 from tests.conftest import run_main
-from tests.squad_fixtures import QUESTIONS, STADIUM, one_thread, squad_dataset, write_json_file  # noqa: F401
 from utils import squad_metrics
 from utils.errors import UserError
 from utils.features import PadCollator
@@ -30,7 +29,10 @@ from utils.squad import (
 )
 from utils.squad_data import load_squad_split, read_squad_file, squad_file, training_examples
 from utils.squad_metrics import exact_match, gold_answers, normalize_answer, squad_scores, token_f1
+from utils.synthetic_squad import QUESTIONS, STADIUM, squad_dataset, write_json_file
 from utils.tiny_models import make_tiny_bert, tiny_vocab
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_WINDOWS = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16}

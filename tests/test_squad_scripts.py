@@ -16,9 +16,11 @@ import losses.one_to_one
 import run_squad
 import run_squad_w_distillation
 from tests.conftest import run_main
-from tests.squad_fixtures import QUESTIONS, one_thread, squad_dataset, write_json_file, write_squad_dir  # noqa: F401
 from utils.squad_data import read_squad_file
+from utils.synthetic_squad import QUESTIONS, squad_dataset, write_json_file, write_squad_dir
 from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 

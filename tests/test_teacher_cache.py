@@ -19,12 +19,12 @@ import run_squad_w_distillation
 import utils.one_to_one
 from losses import OneToOneLoss
 from tests.conftest import run_main
-from tests.squad_fixtures import write_squad_dir
-from tests.test_imdb import write_acl_imdb
 from utils.errors import UserError
 from utils.features import PadCollator
-from utils.teacher_cache import DTYPES, TeacherCache, with_example_index
 from utils.runtime import Runtime
+from utils.synthetic_imdb import write_acl_imdb
+from utils.synthetic_squad import write_squad_dir
+from utils.teacher_cache import DTYPES, TeacherCache, with_example_index
 
 VOCAB, WIDTH, LABELS, PADDED_LENGTH = 30, 16, 3, 12
 COLLATE = PadCollator({"": 0})

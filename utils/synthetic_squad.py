@@ -1,10 +1,9 @@
-"""Tiny SQuAD v1.1 files written by the tests: a few articles in the official JSON structure."""
+"""Tiny SQuAD v1.1 files (for the tests and the GPU check): a few articles in the official JSON
+structure, several gold answers per dev question, and text with accents, CJK characters and runs of
+spaces."""
 
 import json
 from pathlib import Path
-
-import pytest
-import torch
 
 PETS = "The cat sat on the mat. The dog sat in the house of a man. The woman is good and he is a great man."
 STADIUM = ("The Riverside Hawks beat the Northfield Giants by three points to win their second league title. "
@@ -31,15 +30,6 @@ QUESTIONS = [
     (UNICODE, "When did it open?", "1999", 0, ["in 1999"]),
 ]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models step many times faster on one thread (two threads contend on a busy CPU).
-    Import it into a test module to use it there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def answer_start(context, text, occurrence=0):
