@@ -1,7 +1,13 @@
 """Killed and run again: every training script, stopped by SIGKILL after its first evaluation and a
 checkpoint, resumes when its command is run again and ends with the weights and results of an
-uninterrupted run; an unfinished run never passes for a finished one."""
+uninterrupted run; an unfinished run never passes for a finished one.
 
+The run that is killed is a process of its own, started as a user starts it; the uninterrupted
+run and the resumed one run in this process (on one thread, as the killed one), which saves two
+interpreter start-ups a test and computes the same numbers.
+"""
+
+import importlib
 import json
 import os
 import signal
@@ -14,13 +20,14 @@ import pytest
 from safetensors.torch import load_file
 from transformers import BertForQuestionAnswering
 
-from tests.squad_fixtures import write_squad_dir
-from tests.test_imdb import write_acl_imdb
+from tests.conftest import run_main
+from utils.synthetic_imdb import write_acl_imdb
+from utils.synthetic_squad import write_squad_dir
 from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-STEPS = ["--max_steps", "40", "--save_steps", "3", "--save_total_limit", "0", "--logging_steps", "1",
+STEPS = ["--max_steps", "12", "--save_steps", "3", "--save_total_limit", "0", "--logging_steps", "1",
          "--disable_tqdm", "--report_to", "none"]
 EVAL = ["--evaluate_during_training", "--eval_steps", "2"]
 
@@ -68,10 +75,15 @@ def command(name, inputs, out):
     return [str(ROOT / name), *map(str, commands[name]), "--output_dir", str(out), *STEPS], checkpoints
 
 
-def run(argv):
-    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def run_here(argv, caplog):
+    """Run the script of ``argv`` (a path and its arguments) in this process; the log it wrote."""
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert run_main(importlib.import_module(Path(argv[0]).stem).main, argv[1:]) == 0
+    return caplog.text
 
 
 def kill_when(argv, path):
@@ -94,45 +106,48 @@ def weights(folder):
 @pytest.mark.parametrize("name", ["run_glue.py", "run_glue_w_distillation.py", "run_squad.py",
                                   "run_squad_w_distillation.py", "run_imdb.py", "run_imdb_w_distillation.py",
                                   "run_lgtm_glue.py"])
-def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights_and_results(name, inputs, tmp_path):
+def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights_and_results(name, inputs, tmp_path, caplog):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    run(command(name, inputs, whole)[0])
     argv, checkpoints = command(name, inputs, killed)
     kill_when(argv, checkpoints / "checkpoint-6")  # after the evaluations of steps 2 and 4, and 2 checkpoints
     assert not (killed / "run_complete.json").exists()
-    again = run(argv)
-    assert "resuming the interrupted run" in again.stderr and "from checkpoint-6" in again.stderr
+    run_here(command(name, inputs, whole)[0], caplog)
+    log = run_here(argv, caplog)
+    assert "resuming the interrupted run" in log and "from checkpoint-6" in log
     assert (killed / "run_complete.json").is_file()
     expected, got = weights(whole), weights(killed)
     assert expected.keys() == got.keys() and all(expected[key].equal(got[key]) for key in expected)
     assert json.loads((killed / "eval_results.json").read_text()) == json.loads((whole / "eval_results.json").read_text())
 
 
-def test_a_resume_with_other_options_is_refused_unless_allowed(inputs, tmp_path):
+def refused_here(argv, capsys):
+    """Run the script of ``argv`` in this process, expecting a refusal; its stderr lines."""
+    capsys.readouterr()
+    assert run_main(importlib.import_module(Path(argv[0]).stem).main, argv[1:]) == 2
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_a_resume_with_other_options_is_refused_unless_allowed(inputs, tmp_path, caplog, capsys):
     out = tmp_path / "changed"
     argv, checkpoints = command("run_glue.py", inputs, out)
     kill_when(argv, checkpoints / "checkpoint-3")
     recorded = (out / "run_args.json").read_text()
-    changed = [*argv, "--learning_rate", "1e-3"]
-    refused = subprocess.run([sys.executable, *changed], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
-    assert refused.returncode == 2
-    error = refused.stderr.strip().splitlines()
+    error = refused_here([*argv, "--learning_rate", "1e-3"], capsys)
     assert len(error) == 1 and "--learning_rate 5e-05 -> 0.001" in error[0] and "--allow_changed_args" in error[0]
     assert (out / "run_args.json").read_text() == recorded, "the record still tells the truth"
     # options that change no number (logging, checkpoint retention) do not block the resume
-    run([*argv, "--logging_steps", "5", "--save_total_limit", "2", "--allow_changed_args", "False"])
+    run_here([*argv, "--logging_steps", "5", "--save_total_limit", "2", "--allow_changed_args", "False"], caplog)
     assert (out / "run_complete.json").is_file()
-    refused = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
-    assert refused.returncode == 2 and "holds a finished run (run_complete.json)" in refused.stderr
+    assert "holds a finished run (run_complete.json)" in refused_here(argv, capsys)[-1]
 
 
-def test_allowed_changes_continue_with_a_warning_and_keep_the_old_record(inputs, tmp_path):
+def test_allowed_changes_continue_with_a_warning_and_keep_the_old_record(inputs, tmp_path, caplog):
     out = tmp_path / "allowed"
     argv, checkpoints = command("run_glue.py", inputs, out)
     kill_when(argv, checkpoints / "checkpoint-3")
     recorded = json.loads((out / "run_args.json").read_text())
-    done = run([*argv, "--learning_rate", "1e-4", "--allow_changed_args"])
-    assert "resuming" in done.stderr and "with changed options: --learning_rate 5e-05 -> 0.0001" in done.stderr
+    log = run_here([*argv, "--learning_rate", "1e-4", "--allow_changed_args"], caplog)
+    assert "resuming" in log and "with changed options: --learning_rate 5e-05 -> 0.0001" in log
     assert json.loads((out / "run_args.json").read_text())["learning_rate"] == 1e-4
     before = sorted(out.glob("run_args.before_checkpoint-*.json"))
     assert len(before) == 1 and json.loads(before[0].read_text()) == recorded

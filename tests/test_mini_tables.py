@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import collect_results
 from utils.errors import UserError
 from utils.mini_data import make_subsample, parse_max_train
 from utils.mini_models import MODEL_ZIP, make_models
@@ -107,7 +108,10 @@ def mini_tables(*args):
                           text=True, env=ENV, cwd=REPO, timeout=900)
 
 
-def test_the_miniature_tables_run_end_to_end_at_the_smoke_size(glue_dir, tmp_path):
+def test_the_miniature_tables_run_end_to_end_at_the_smoke_size(glue_dir, tmp_path, capsys):
+    """Both table scripts for real (every method of both tables, one seed, a few steps per run)
+    through mini_tables.sh; collect_results.py's tables and figures from them, with and without
+    the papers' published rows; a rerun that skips every finished run."""
     wheel, _ = fake_wheel(tmp_path)
     models = tmp_path / "models"
     make_models(models, wheel)
@@ -125,6 +129,15 @@ def test_the_miniature_tables_run_end_to_end_at_the_smoke_size(glue_dir, tmp_pat
         assert (out / "tables" / f"{table}.png").read_bytes()[:4] == b"\x89PNG"
     assert "24 of 64 training rows" in done.stdout
     assert json.loads((out / "lgtm_glue/rte/lgtm/seed42/run_args.json").read_text())["num_layers"] == 3
+    # the same runs against the papers' published rows
+    assert collect_results.main([str(out), "--plot", str(tmp_path / "published")]) == 0
+    table = capsys.readouterr().out
+    for row in ("| DistilBERT fine-tuned (no teacher) (published) | ", "| DistilBERT + PKD (published) | ",
+                "| DistilBERT + PKD: ours - published | "):
+        assert row in table, row
+    (published,) = [line for line in table.splitlines() if line.startswith("| DistilBERT + PKD (published) |")]
+    assert published.split(" | ")[1:4] == ["86.06", "", "62.24"] and published.endswith("| 75.56 |")
+    assert (tmp_path / "published" / "one_to_one_glue.png").read_bytes()[:4] == b"\x89PNG"
     # the same command again: every run is skipped as finished
     again = mini_tables("--smoke", "--models", models, "--glue-dir", glue_dir, "--output-root", out)
     assert again.returncode == 0, again.stderr[-2000:]

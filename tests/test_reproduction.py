@@ -409,27 +409,3 @@ def test_the_figure_plots_the_tables_values(one_to_one_tree, tmp_path, capsys):
         assert spread == {method: (pytest.approx(min(cells[(task, metric)].values)),
                                    pytest.approx(max(cells[(task, metric)].values)))
                           for method, cells in rows.items() if cells[(task, metric)].values}
-
-
-def test_a_smoke_run_of_the_one_to_one_glue_table_with_ft_and_pkd(glue_dir, tmp_path, capsys):
-    """The table script for real on tiny models (2 steps per run), then its table and figure."""
-    from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
-
-    teacher, student = make_tiny_bert(tmp_path / "bert"), make_tiny_distilbert(tmp_path / "distilbert")
-    out = tmp_path / "results"
-    done = subprocess.run(
-        ["bash", str(SCRIPTS / "one_to_one_glue.sh"), "--tasks", "rte", "--methods", "ft,pkd,corr_mask",
-         "--glue-dir", str(glue_dir), "--teacher-model", str(teacher), "--student-model", str(student),
-         "--output-root", str(out), "--extra", "--max_steps 2 --disable_tqdm"],
-        capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    for method in ("teacher", "ft", "pkd", "corr_mask"):
-        assert (out / f"one_to_one_glue/rte/{method}/seed42/run_complete.json").is_file(), method
-    assert collect_results.main([str(out), "--plot", str(tmp_path / "tables")]) == 0
-    table = capsys.readouterr().out
-    for row in ("| DistilBERT fine-tuned (no teacher) (published) | ", "| DistilBERT + PKD (published) | ",
-                "| DistilBERT + PKD: ours - published | "):
-        assert row in table, row
-    (published,) = [line for line in table.splitlines() if line.startswith("| DistilBERT + PKD (published) |")]
-    assert published.split(" | ")[1:4] == ["86.06", "", "62.24"] and published.endswith("| 75.56 |")
-    assert (tmp_path / "tables" / "one_to_one_glue.png").read_bytes()[:4] == b"\x89PNG"

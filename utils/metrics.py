@@ -1,22 +1,26 @@
 """GLUE metrics, computed locally with scikit-learn and scipy (no hub download).
 
-Every metric takes ``(predictions, labels)``: class ids, or float scores for STS-B.
+Every metric takes ``(predictions, labels)``: class ids, or float scores for STS-B. scikit-learn
+and scipy are imported by the metrics that use them, when first called: together they cost a
+script more than a second of start-up, before any work.
 """
 
 import numpy as np
-from scipy import stats
-from sklearn import metrics as sklearn_metrics
 
 from utils.glue_data import get_task
 
 
 def accuracy(predictions, labels):
     """Fraction of predictions equal to their label."""
+    from sklearn import metrics as sklearn_metrics
+
     return float(sklearn_metrics.accuracy_score(labels, predictions))
 
 
 def binary_f1(predictions, labels):
     """F1 of the positive class 1: 2 TP / (2 TP + FP + FN); 0.0 when there is no TP, FP or FN."""
+    from sklearn import metrics as sklearn_metrics
+
     return float(sklearn_metrics.f1_score(labels, predictions, pos_label=1, zero_division=0.0))
 
 
@@ -28,6 +32,8 @@ def matthews_correlation(predictions, labels):
     """
     if len(np.union1d(predictions, labels)) < 2:
         return 0.0
+    from sklearn import metrics as sklearn_metrics
+
     return float(sklearn_metrics.matthews_corrcoef(labels, predictions))
 
 
@@ -35,6 +41,8 @@ def pearson(predictions, labels):
     """Pearson correlation; 0.0 (not NaN, no warning) when either side is constant."""
     if is_constant(predictions) or is_constant(labels):
         return 0.0
+    from scipy import stats
+
     return float(stats.pearsonr(predictions, labels).statistic)
 
 
@@ -42,6 +50,8 @@ def spearmanr(predictions, labels):
     """Spearman rank correlation; 0.0 (not NaN, no warning) when either side is constant."""
     if is_constant(predictions) or is_constant(labels):
         return 0.0
+    from scipy import stats
+
     return float(stats.spearmanr(predictions, labels).statistic)
 
 
