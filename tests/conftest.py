@@ -45,3 +45,17 @@ def run_main(main, argv):
     except SystemExit as stop:
         return stop.code
     return 0
+
+
+def pytest_collection_modifyitems(items):
+    """The long end-to-end runs first (a stable sort): with parallel workers the longest tests
+    start at once instead of ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, at most four (each imports torch and builds its own
+    session fixtures; beyond four the suite's longest tests bound its time anyway)."""
+    import os
+
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

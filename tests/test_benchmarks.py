@@ -29,6 +29,7 @@ def test_run_all_prints_every_row_and_target(glue_dir, capsys):
         assert re.search(rf"{re.escape(target)}.* (yes|NO)$", table, re.MULTILINE), target
 
 
+@pytest.mark.long
 def test_lgtm_step_prints_each_method(capsys):
     lgtm_step.main(["--hidden", "64", "--teacher_layers", "1", "--student_layers", "1", "--vocab_size", "100", "--batch_size", "4", "--seq_length", "16", "--repeats", "1",
                     "--warmup", "0", "--threads", "1"])

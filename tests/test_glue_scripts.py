@@ -299,6 +299,7 @@ KD_ONLY = ["--alpha_corr", "0", "--alpha_ce", "0.5", "--do_mask", "False"]
 CORRELATION = ["--alpha_corr", "0.005", "--alpha_ce", "0.5", "--do_mask", "True"]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("cache, loss", [(["--cache_teacher", "--cache_teacher_max_memory_gb", "0"], KD_ONLY),
                                          ([], CORRELATION)],
                          ids=["memory-mapped teacher cache", "correlation and sub-teacher"])

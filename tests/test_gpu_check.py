@@ -6,6 +6,7 @@ from benchmarks import gpu_check
 from utils.synthetic_glue import write_synthetic_task
 
 
+@pytest.mark.long
 def test_the_gpu_check_runs_every_script_resumes_a_killed_run_and_times_every_row(tmp_path):
     for task in ("sst2", "mrpc"):
         write_synthetic_task(tmp_path / "glue", task, num_train=400, num_dev=64)

@@ -108,6 +108,7 @@ def test_predict_without_test_data_is_refused(encoders, glue_dir, tmp_path, caps
     assert "test" in error and len(error.splitlines()) == 1
 
 
+@pytest.mark.long
 def test_lgtm_in_two_processes(encoders, glue_dir, tmp_path):
     """torchrun, two CPU processes on gloo: the teachers' gradients are averaged, only the first
     process logs and writes."""

@@ -108,6 +108,7 @@ def mini_tables(*args):
                           text=True, env=ENV, cwd=REPO, timeout=900)
 
 
+@pytest.mark.long
 def test_the_miniature_tables_run_end_to_end_at_the_smoke_size(glue_dir, tmp_path, capsys):
     """Both table scripts for real (every method of both tables, one seed, a few steps per run)
     through mini_tables.sh; collect_results.py's tables and figures from them, with and without

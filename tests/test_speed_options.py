@@ -101,6 +101,7 @@ def test_padding_to_max_length_computes_what_dynamic_padding_does(models, glue_d
     assert results(padded) == pytest.approx(results(dynamic), abs=1e-9)
 
 
+@pytest.mark.long
 def test_torch_compile_computes_what_eager_execution_does(models, glue_dir, tmp_path, logged_losses):
     if not any(shutil.which(compiler) for compiler in ("g++", "c++", "clang++")):
         pytest.skip("torch.compile's inductor backend needs a C++ compiler on the CPU; none is installed")
