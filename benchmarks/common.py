@@ -3,12 +3,13 @@ benchmark's sentences, and ``LoopStep``, a training step of ours made of the loo
 (``utils.loop.backward_micro_batch`` and ``utils.loop.optimizer_step``) around a script's
 ``compute_loss`` and ``micro_batch_hook``."""
 
+import functools
 from types import SimpleNamespace
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
-from utils.loop import backward_micro_batch, make_optimizer, make_scheduler, optimizer_step
+from utils.loop import backward_micro_batch, compiled, make_optimizer, make_scheduler, optimizer_step
 
 MAX_GRAD_NORM = 1.0  # the scripts' default --max_grad_norm
 # The one-to-one paper's README command: alpha_glue 0.5, alpha_corr 0.005, --do_mask True
@@ -16,7 +17,13 @@ PAPER_LOSS = dict(alpha_task=0.5, alpha_ce=0.0, alpha_corr=0.005, alpha_mse=0.0,
 
 
 def build_tokenizer(sentences, vocab_size):
-    """A BERT WordPiece tokenizer whose vocabulary is trained on ``sentences``."""
+    """A BERT WordPiece tokenizer whose vocabulary is trained on ``sentences``; trained once per
+    process for the same sentences and size (the GPU check asks for it once per configuration)."""
+    return _trained_tokenizer(tuple(sentences), vocab_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _trained_tokenizer(sentences, vocab_size):
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizer
 
@@ -26,17 +33,20 @@ def build_tokenizer(sentences, vocab_size):
 
 
 def bert(vocab_size, hidden, heads, num_layers, device, num_labels=2):
-    """A randomly initialised BERT classifier."""
-    return BertForSequenceClassification(BertConfig(
-        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=num_layers, num_attention_heads=heads,
-        intermediate_size=4 * hidden, num_labels=num_labels)).to(device)
+    """A randomly initialised BERT classifier, built on ``device`` (a BERT-base made on the CPU and
+    moved to a GPU costs seconds)."""
+    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=num_layers,
+                        num_attention_heads=heads, intermediate_size=4 * hidden, num_labels=num_labels)
+    with torch.device(device):
+        return BertForSequenceClassification(config)
 
 
 def distilbert(vocab_size, hidden, heads, num_layers, device, num_labels=2):
-    """A randomly initialised DistilBERT classifier."""
-    return DistilBertForSequenceClassification(DistilBertConfig(
-        vocab_size=vocab_size, dim=hidden, n_layers=num_layers, n_heads=heads, hidden_dim=4 * hidden,
-        num_labels=num_labels)).to(device)
+    """A randomly initialised DistilBERT classifier, built on ``device``."""
+    config = DistilBertConfig(vocab_size=vocab_size, dim=hidden, n_layers=num_layers, n_heads=heads,
+                              hidden_dim=4 * hidden, num_labels=num_labels)
+    with torch.device(device):
+        return DistilBertForSequenceClassification(config)
 
 
 def build_models(args, vocab_size, device):
@@ -67,17 +77,20 @@ class LoopStep:
     method's ``micro_batch_hook`` and ``compute_loss`` under the runtime's autocast, the backward,
     then the clipped AdamW step (``make_optimizer``: fused AdamW) and the linear schedule of
     ``total_steps``. ``mark(phase)`` is called after the backward ("fwd+bwd") and after the
-    optimizer step ("optim")."""
+    optimizer step ("optim"). ``compile_backend``: the trained model's forward compiled with that
+    torch.compile backend, as the scripts' ``--torch_compile`` does (``utils.loop.compiled``)."""
 
-    def __init__(self, model, runtime, learning_rate, total_steps):
+    def __init__(self, model, runtime, learning_rate, total_steps, compile_backend=None):
         options = training_options(learning_rate, total_steps)
         self.model, self.runtime = model, runtime
+        self.forward_model = compiled(model, SimpleNamespace(torch_compile=compile_backend is not None,
+                                                             torch_compile_backend=compile_backend))
         self.optimizer = make_optimizer(model, options)
         self.scheduler = make_scheduler(self.optimizer, options, total_steps)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
 
     def __call__(self, compute_loss, batch, mark, micro_batch_hook=None):
-        backward_micro_batch(compute_loss, self.model, batch, runtime=self.runtime, scaler=self.scaler,
+        backward_micro_batch(compute_loss, self.forward_model, batch, runtime=self.runtime, scaler=self.scaler,
                              accumulation=1, micro_batch_hook=micro_batch_hook)
         mark("fwd+bwd")
         optimizer_step(self.model, self.optimizer, self.scheduler, self.scaler, MAX_GRAD_NORM)

@@ -47,9 +47,11 @@ and, for ours, the model FLOPs utilisation against --peak_tflops (default: the b
 CUDA GPU). The MFU of the distillation step at BERT-base -> 6-layer student shapes:
     python -m benchmarks.run_all --sst2_dir glue_data/SST-2 --hidden 768 --heads 12 --teacher_layers 12 \
         --student_layers 6 --batch_size 32 --rows "one-to-one distillation"
-The configurations take turns step by step, so that a busy machine slows them alike. Peak memory:
-CUDA max allocated, or on the CPU the peak RSS, of a child process that runs only that
-configuration (one step, optimizer state included), started before this process builds anything.
+The configurations take turns step by step, so that a busy machine slows them alike. Peak memory
+of a configuration, its optimizer state included: on CUDA, the max allocated while it is built and
+takes its first step (its first warm-up step), less what was allocated before; on the CPU, the
+peak RSS of a child process that runs only that configuration for one step, started before this
+process builds anything. --torch_compile compiles ours' trained forward as the scripts do.
 """
 
 import argparse
@@ -129,7 +131,10 @@ def parse_args(argv=None):
                              "of 50 batches)")
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), metavar="ROW",
                         help=f"rows to run (default all): {', '.join(ROWS)}")
-    parser.add_argument("--no_memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--no_memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--torch_compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                        help="ours: the trained model's forward compiled with torch.compile (backend BACKEND, default "
+                             "inductor), as the scripts' --torch_compile; the warm-up steps take the compilation")
     parser.add_argument("--peak_tflops", type=float, default=None,
                         help="the device's peak TFLOP/s in ours' number format, for the MFU column (default: the "
                              "bf16 dense peak of a known CUDA GPU: " + ", ".join(BF16_PEAK_TFLOPS) + ")")
@@ -141,9 +146,26 @@ def parse_args(argv=None):
 # --------------------------------------------------------------------------- data
 
 
+class NotEnoughData(Exception):
+    """The training sentences give fewer batches than a configuration's steps need."""
+
+
 def prepare_data(args):
     """Tokenizer, a random pool of SST-2 training sentences (features with labels and
-    example_index), the dev sentences for the quiz batches, and each pipeline's batches."""
+    example_index), the dev sentences for the quiz batches, and each pipeline's batches; made once
+    per process for the same data options (the GPU check checks every configuration's data before
+    it times the first). Raises NotEnoughData when the pool gives too few batches."""
+    key = (args.task, str(Path(args.sst2_dir).resolve()), args.vocab_size, args.batch_size, args.pool_chunks,
+           args.warmup + args.steps)
+    if key not in _PREPARED:
+        _PREPARED[key] = _prepare_data(args)
+    return _PREPARED[key]
+
+
+_PREPARED = {}
+
+
+def _prepare_data(args):
     examples = read_glue_tsv(args.task, args.sst2_dir, "train")
     tokenizer = build_tokenizer([text for example in examples for text in (example["text_a"], example["text_b"])
                                  if text], args.vocab_size)
@@ -165,7 +187,8 @@ def prepare_data(args):
         "reference": epoch_batches(len(features), args.batch_size, seed=0, epoch=0)[:needed],
     }
     if any(len(pipeline_batches) < needed for pipeline_batches in batches.values()):
-        sys.exit(f"{pool_size} sentences give fewer than {needed} batches: raise --pool_chunks")
+        raise NotEnoughData(f"{args.task} in {args.sst2_dir}: {pool_size} sentences give fewer than {needed} batches "
+                            f"of {args.batch_size}: raise --pool_chunks or give more training rows")
     quiz_lengths = [len(feature["input_ids"]) for feature in quiz_features]
     # ours draws its quiz batches with utils.lgtm.QuizBatches (seed 1, grouped by length): these are its first ones
     grouped_quiz = epoch_batches(len(quiz_features), args.batch_size, seed=1, epoch=0, lengths=quiz_lengths)
@@ -266,7 +289,7 @@ def build_step(row, pipe, args, vocab_size):
                                             cache_teacher_max_memory_gb=4.0, per_device_eval_batch_size=64)
             cache = TeacherCache.fill(cache_options, pipe.runtime, teacher, teacher_outputs, pipe.data.features,
                                       pipe.collate, num_logits=2, hidden_width=args.hidden)
-        loop_step = LoopStep(student, pipe.runtime, LEARNING_RATES[row], total_steps)
+        loop_step = LoopStep(student, pipe.runtime, LEARNING_RATES[row], total_steps, args.torch_compile)
 
         def step(index, timer):
             batch = pipe.batch(index)
@@ -281,7 +304,7 @@ def build_step(row, pipe, args, vocab_size):
     if row == "teacher fine-tuning":
         teacher = bert(vocab_size, args.hidden, args.heads, args.teacher_layers, device).train()
         if pipe.ours:
-            loop_step = LoopStep(teacher, pipe.runtime, LEARNING_RATES[row], total_steps)
+            loop_step = LoopStep(teacher, pipe.runtime, LEARNING_RATES[row], total_steps, args.torch_compile)
         else:
             optimizer = reference.reference_optimizer(teacher.parameters(), LEARNING_RATES[row])
 
@@ -327,7 +350,7 @@ def build_step(row, pipe, args, vocab_size):
         return step
 
     # ours: run_lgtm_glue.py's student loss, and its teacher update as the loop's micro_batch_hook
-    loop_step = LoopStep(student, pipe.runtime, LGTM_LEARNING_RATE, total_steps)
+    loop_step = LoopStep(student, pipe.runtime, LGTM_LEARNING_RATE, total_steps, args.torch_compile)
     quiz = QuizSource(QuizBatches(pipe.data.quiz_features, pipe.collate, batch_size=args.batch_size, seed=1,
                                  group_by_length=True, runtime=pipe.runtime) if row == "LGTM step" else None)
     teacher_update = None
@@ -419,13 +442,22 @@ def summarize(records, examples, tokens):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if args.memory_of:
-        memory_child(args)
-        return
+    try:
+        if args.memory_of:
+            return memory_child(args)
+        return measure(args, argv)
+    except NotEnoughData as error:
+        sys.exit(f"error: {error}")
+
+
+def measure(args, argv):
+    """Time every configuration (and measure its peak memory); print the table; the results."""
     configurations = [(row, pipeline) for row in args.rows for pipeline in PIPELINES]
     start = time.perf_counter()
-    # measured first: a child started by a grown parent would inherit the parent's peak RSS
-    peaks = {} if args.no_memory else peak_memories(args, argv, configurations)
+    # CUDA: measured in this process, as each configuration is built; the CPU's peak RSS needs a
+    # child per configuration, measured first (a child of a grown parent inherits its peak RSS)
+    cuda_memory = not args.no_memory and torch.device(args.device).type == "cuda"
+    peaks = {} if args.no_memory or cuda_memory else peak_memories(args, argv, configurations)
     if "one-to-one distillation" in args.rows:
         configurations.append(("one-to-one distillation", TASK_ONLY))
     memory_seconds = time.perf_counter() - start
@@ -433,11 +465,22 @@ def main(argv=None):
     device = torch.device(args.device)
     data = prepare_data(args)
     pipelines = {name: Pipeline(name, data, device, args.ours_dtype) for name in (*PIPELINES, TASK_ONLY)}
-    steps = {(row, pipeline): build_step(row, pipelines[pipeline], args, model_vocab_size(args, data))
-             for row, pipeline in configurations}
-    records = {configuration: [] for configuration in configurations}
+    steps, records, first_index = {}, {configuration: [] for configuration in configurations}, 0
+    for row, pipeline in configurations:
+        if cuda_memory:  # its first step right after it is built: the peak it adds to what was allocated
+            torch.cuda.synchronize(device)
+            allocated = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        steps[(row, pipeline)] = build_step(row, pipelines[pipeline], args, model_vocab_size(args, data))
+        if cuda_memory:
+            timer = Timer(device)
+            flops = steps[(row, pipeline)](0, timer)
+            if args.warmup == 0:
+                records[(row, pipeline)].append((timer.seconds, flops))
+            peaks[(row, pipeline)] = (torch.cuda.max_memory_allocated(device) - allocated) / 1e9
+            first_index = 1
     # the configurations take turns, step by step, so that a busy machine slows them alike
-    for index in range(args.warmup + args.steps):
+    for index in range(first_index, args.warmup + args.steps):
         for configuration, step in steps.items():
             timer = Timer(device)
             flops = step(index, timer)
@@ -466,7 +509,8 @@ def print_table(args, results, peaks, device, total_seconds, memory_seconds, dat
           f"{args.teacher_layers}x{args.hidden}, students DistilBERT/BERT {args.student_layers}x{args.hidden}, "
           f"WordPiece vocab {args.vocab_size} trained on {args.task} (embedding rows {model_vocab_size(args, data)}); median of {args.steps} steps after {args.warmup} "
           f"warm-up, configurations interleaved step by step")
-    print(f"ours: dynamic padding + group_by_length, {ours_dtype}; reference: pad to {MAX_SEQ_LENGTH}, random "
+    compiled_with = f", forward compiled ({args.torch_compile})" if args.torch_compile else ""
+    print(f"ours: dynamic padding + group_by_length, {ours_dtype}{compiled_with}; reference: pad to {MAX_SEQ_LENGTH}, random "
           f"batches, float32, masked_select rows, teacher forward every step, deep-copy LGTM")
     peak = peak_tflops(device, args.peak_tflops)
     header = (f"{'row':<24} {'pipeline':<9} {'ex/s':>7} {'tok/s':>7} {'ms/step':>8} {'TFLOP/s':>8} {'MFU':>6} | "
@@ -539,7 +583,8 @@ def print_table(args, results, peaks, device, total_seconds, memory_seconds, dat
         print("LGTM training: examples over the summed time of the timed LGTM steps (each on a new SST-2 batch, "
               "quiz batches cycled from dev.tsv)")
     print("peak memory: "
-          + ("n/a (--no_memory)" if not peaks else "torch.cuda.max_memory_allocated" if device.type == "cuda"
+          + ("n/a (--no_memory)" if not peaks else "torch.cuda.max_memory_allocated during the configuration's "
+             "building and first step, less what was allocated before" if device.type == "cuda"
              else "peak RSS of a child process running only that configuration (1 step; includes the ~0.3 GB "
                   "of torch itself)"))
     print("TFLOP/s: model FLOPs (benchmarks/flops.py: the matrix products on the padded batches) over the summed "
