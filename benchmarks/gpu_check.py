@@ -1,8 +1,8 @@
 """The GPU check: every script on CUDA in float32, bf16 and fp16, a kill and resume, and the
 speed of the shipped steps at BERT-base shapes: two commands, each of a few minutes on one H200.
 
-    python -m benchmarks.gpu_check correctness --out correctness.md [--budget_s 210]
-    python -m benchmarks.gpu_check speed --out speed.md [--budget_s 210]
+    python -m benchmarks.gpu_check correctness --out correctness.md [--budget_s 200]
+    python -m benchmarks.gpu_check speed --out speed.md [--budget_s 200]
     bash scripts/gpu_check.sh OUTDIR                 # both, each under a time limit
     python -m benchmarks.gpu_check all --tiny ...    # a CPU run of the same code on tiny models (the test's)
 
@@ -13,16 +13,17 @@ synthetic fixtures of ``utils.synthetic_*`` (GLUE RTE, SQuAD, aclImdb), and the 
 subsampled real sentences of ``benchmarks/data`` (SST-2 lengths; MRPC sentence pairs, 53 tokens a
 pair on average, for MNLI-like lengths; MNLI's average about 40). Each command prints an estimate
 of its time from its step counts before it starts, and stops cleanly once the next piece would
-pass --budget_s, writing the table so far with the rest marked "not run".
+pass --budget_s, or on SIGTERM, writing the table so far with the rest marked "not run".
 
-Correctness, each a few optimizer steps of a script, called in this process:
+Correctness, each a few optimizer steps of a script, called in this process, in this order:
   run_glue, run_glue_w_distillation (the paper's loss), run_squad, run_squad_w_distillation,
-  run_imdb, run_imdb_w_distillation, run_lgtm_glue as KD, ProKT and LGTM, in float32, --bf16 and
-  --fp16 (LGTM under --fp16 must be refused: its teacher update has no loss scaler), plus
+  run_imdb, run_imdb_w_distillation, run_lgtm_glue as KD, ProKT and LGTM, in float32 and --bf16;
+  one kill and resume: run_glue_w_distillation (float32) killed with SIGKILL once checkpoint-4
+  exists and run again, its final weights against an uninterrupted run's; every script in --fp16
+  (LGTM under --fp16 must be refused: its teacher update has no loss scaler); last
   run_glue_w_distillation --bf16 --torch_compile. Checked: exit status 0, every logged loss finite,
   and the first LOSS_STEPS logged losses of bf16/fp16 within LOSS_TOLERANCE of float32's (same
-  seed, same batches). Then one kill and resume: run_glue_w_distillation (float32) killed with
-  SIGKILL once checkpoint-4 exists and run again, its final weights against an uninterrupted run's.
+  seed, same batches).
 Speed (benchmarks.run_all, the steps the scripts run, against the released-choices reference):
   teacher fine-tuning (batch 32), one-to-one distillation (batch 16), KD/ProKT/LGTM steps (batch 32),
   at SST-2 and pair lengths; ours in bf16 autocast and in float32; and, as a user would run it on a
@@ -239,8 +240,8 @@ def logged_losses(run_dir):
 
 
 def correctness_runs(models, glue, squad, imdb, work, tiny, device):
-    """``[(name, module, argv, label, precision)]`` of every correctness run, in the order they
-    run (float32 first, the compiled run last of bf16), and the steps each takes."""
+    """``[(name, module, argv, label, precision)]`` of every correctness run (float32, bf16, fp16,
+    then the compiled run), and the steps each takes."""
     steps = 3 if tiny else 6
     precisions = ["float32", "bf16"] + ([] if device.type == "cpu" else ["fp16"])
     configurations = []
@@ -294,7 +295,7 @@ def correctness(configurations, steps, costs, budget, reference, rows):
         rows.append((name, label, f"{seconds:.1f}", shown, verdict))
 
 
-RESUME_STEPS = 8
+RESUME_STEPS = 12  # killed at checkpoint-4: 8 steps left, so that the kill comes first
 
 
 def resume_estimate(costs):
@@ -309,20 +310,26 @@ def kill_and_resume(models, glue, work, device, tiny):
 
     runs, common = script_runs(models, glue, None, None, work / "resume", RESUME_STEPS, 1 if tiny else 6)
     cpu = ["--use_cpu"] if device.type == "cpu" else []
-    call_script("run_glue", [*runs[0][2], *common, *cpu])
+    status, _, last = call_script("run_glue", [*runs[0][2], *common, *cpu])
+    if status != 0:
+        return f"NO: the teacher's run failed: {last}"
     argv = [*runs[1][2][:-2], *common, "--save_steps", "2", *cpu]  # the last --save_steps counts
     whole, killed = work / "resume" / "whole", work / "resume" / "killed"
     status, _, last = call_script("run_glue_w_distillation", [*argv, "--output_dir", str(whole)])
     if status != 0:
         return f"NO: the uninterrupted run failed: {last}"
     command = [sys.executable, str(ROOT / "run_glue_w_distillation.py"), *argv, "--output_dir", str(killed)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    while not (killed / "checkpoint-4").is_dir() and process.poll() is None:
-        time.sleep(0.05)
-    if process.poll() is not None:
-        return "NO: the run finished before checkpoint-4 could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    with open(work / "resume" / "killed.log", "w") as log:  # a file: a full pipe would stall the run
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT)
+        deadline = time.monotonic() + 600
+        while not (killed / "checkpoint-4").is_dir() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if process.poll() is not None:
+            return "NO: the run ended before checkpoint-4 could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        if not (killed / "checkpoint-4").is_dir():
+            return "NO: checkpoint-4 did not appear within 600 s"
     again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if again.returncode != 0 or "resuming" not in again.stderr:
         return f"NO: the rerun did not resume: {again.stderr[-500:]}"
@@ -338,7 +345,8 @@ def kill_and_resume(models, glue, work, device, tiny):
 
 def speed_configurations(args, device):
     """``{(lengths, dtype, batch size, compiled): run_all's argv}`` in the order they run: every
-    row at both lengths and both precisions, then the compiled bf16 rows a GPU user would run."""
+    row at both lengths in bf16, the compiled bf16 teacher fine-tuning a GPU user would run, then
+    every row in float32."""
     shapes = (["--hidden", "32", "--heads", "2", "--teacher_layers", "2", "--student_layers", "1", "--vocab_size",
                "400"] if args.tiny else
               ["--hidden", "768", "--heads", "12", "--teacher_layers", "12", "--student_layers", "6",
@@ -406,8 +414,11 @@ def speed(configurations, costs, budget, measured, not_run):
         if not budget.allows(estimate):
             not_run[key] = budget.not_run(estimate)
             continue
-        with contextlib.redirect_stdout(io.StringIO()):
-            measured[key] = run_all.main(argv)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                measured[key] = run_all.main(argv)
+        except (Exception, SystemExit) as error:  # a crash is a finding of the check, a row of its table
+            not_run[key] = f"NO: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
 
 
 def launch_bound(measured, key, row):
@@ -517,69 +528,80 @@ def main(argv=None):
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     import transformers
 
-    lines = [f"# GPU check ({args.part}): {name}, torch {torch.__version__}, transformers {transformers.__version__}"
-             + (" (tiny models)" if args.tiny else ""), ""]
+    header = (f"# GPU check ({args.part}): {name}, torch {torch.__version__}, transformers "
+              f"{transformers.__version__}" + (" (tiny models)" if args.tiny else ""))
     assumed = ", ".join(f"{key} {value:g} s" for key, value in costs.items())
-    failures, estimates, stopped = 0, [], None
+    parts = ("correctness", "speed") if args.part == "all" else (args.part,)
+    rows, planned, resume, measured, not_run, estimates, stopped = [], [], "not run: stopped before it", {}, {}, [], None
+    speed_runs = speed_configurations(args, device) if "speed" in parts else {}
     previous = signal.signal(signal.SIGTERM, stop_on_signal)
-    with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
-        work = Path(args.work_dir or scratch)
-        work.mkdir(parents=True, exist_ok=True)
-        if args.part in ("correctness", "all"):
-            rows, resume = [], "not run: stopped before it"
+    try:
+        with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
+            work = Path(args.work_dir or scratch)
+            work.mkdir(parents=True, exist_ok=True)
             try:
-                models, glue, squad, imdb = make_inputs(work / "inputs", args.tiny)
-                configurations, steps = correctness_runs(models, glue, squad, imdb, work / "runs", args.tiny, device)
-                estimates.append(sum(run_estimate(label, steps, costs) for *_, label, _ in configurations)
-                                 + resume_estimate(costs))
-                print(f"correctness: {len(configurations)} script runs of {steps} steps, then a kill and resume "
-                      f"({RESUME_STEPS} steps): about {estimates[-1]:.0f} s (assumed: {assumed})", flush=True)
-                # float32 and bf16, then the kill and resume, then fp16 and the compiled run
-                first = [run for run in configurations if run[4] in ("float32", "bf16") and "compile" not in run[3]]
-                reference, estimate = {}, resume_estimate(costs)
-                correctness(first, steps, costs, budget, reference, rows)
-                resume = kill_and_resume(models, glue, work, device, args.tiny) if budget.allows(estimate) else \
-                    budget.not_run(estimate)
-                correctness([run for run in configurations if run not in first], steps, costs, budget, reference,
-                            rows)
+                if "correctness" in parts:
+                    models, glue, squad, imdb = make_inputs(work / "inputs", args.tiny)
+                    runs, steps = correctness_runs(models, glue, squad, imdb, work / "runs", args.tiny, device)
+                    planned += [(name, label) for name, _, _, label, _ in runs]
+                    estimates.append(sum(run_estimate(label, steps, costs) for *_, label, _ in runs)
+                                     + resume_estimate(costs))
+                    print(f"correctness: {len(runs)} script runs of {steps} steps, then a kill and resume "
+                          f"({RESUME_STEPS} steps): about {estimates[-1]:.0f} s (assumed: {assumed})", flush=True)
+                    # float32 and bf16, then the kill and resume, then fp16 and the compiled run
+                    first = [run for run in runs if run[4] in ("float32", "bf16") and "compile" not in run[3]]
+                    reference, estimate = {}, resume_estimate(costs)
+                    correctness(first, steps, costs, budget, reference, rows)
+                    resume = kill_and_resume(models, glue, work, device, args.tiny) if budget.allows(estimate) \
+                        else budget.not_run(estimate)
+                    correctness([run for run in runs if run not in first], steps, costs, budget, reference, rows)
+                if "speed" in parts:
+                    estimates.append(sum(speed_estimate(argv, costs) for argv in speed_runs.values()))
+                    print(f"speed: {len(speed_runs)} run_all configurations: about {estimates[-1]:.0f} s "
+                          f"(assumed: {assumed})", flush=True)
+                    speed(speed_runs, costs, budget, measured, not_run)
             except OutOfTime as signal_stop:
                 stopped = str(signal_stop)
-            failures += sum(row[-1].startswith("NO") for row in rows) + resume.startswith("NO")
-            lines += ["## Correctness", "", f"First {LOSS_STEPS} logged losses; tolerance against float32: "
-                      f"{LOSS_TOLERANCE[0]:g} x |loss| + {LOSS_TOLERANCE[1]:g}.", ""]
-            lines += markdown(("script", "precision", "s", "first losses", "verdict"), rows)
-            lines += ["", f"Kill and resume (float32): {resume}", ""]
-        if args.part in ("speed", "all") and stopped is None:
-            measured, not_run = {}, {}
-            configurations = speed_configurations(args, device)
-            try:
-                estimates.append(sum(speed_estimate(argv, costs) for argv in configurations.values()))
-                print(f"speed: {len(configurations)} run_all configurations: about {estimates[-1]:.0f} s "
-                      f"(assumed: {assumed})", flush=True)
-                speed(configurations, costs, budget, measured, not_run)
-            except OutOfTime as signal_stop:
-                stopped = str(signal_stop)
-            for key in configurations:
-                if key not in measured:
-                    not_run.setdefault(key, "not run: stopped before it")
-            lines += ["## Speed", "", "ex/s and tok/s at the median step; TFLOP/s: model FLOPs over the summed "
-                      "step time; MFU against the two peaks (ours only); peak GB: CUDA max allocated, bf16 at "
-                      "SST-2 lengths.", ""]
-            lines += markdown(("row", "lengths", "pipeline", "precision", "ex/s", "tok/s", "TFLOP/s",
-                               *(f"MFU {peak}" for peak in PEAKS), "peak GB", "ours/ref", "note"),
-                              speed_rows(measured, not_run, configurations))
-            lines += ["", "Targets:", ""]
-            lines += markdown(("target", "measured", "met"), speed_targets(measured))
-    signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the table so far is written whatever comes
+            done = {(row[0], row[1]) for row in rows}
+            rows += [(name, label, "", "", "not run: stopped before it") for name, label in planned
+                     if (name, label) not in done]
+            text = report(header, parts, rows, resume, measured, not_run, speed_runs, budget, estimates, stopped)
+            Path(args.out).write_text(text)  # before the scratch folder (gigabytes of runs) is removed
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(text)
+    failures = (sum(row[-1].startswith("NO") for row in rows) + resume.startswith("NO")
+                + sum(why.startswith("NO") for why in not_run.values()))
+    return 1 if failures or budget.skipped or stopped else 0
+
+
+def report(header, parts, rows, resume, measured, not_run, speed_runs, budget, estimates, stopped):
+    """The markdown of the check: each part's table, what was measured so far."""
+    lines = [header, ""]
+    if "correctness" in parts:
+        lines += ["## Correctness", "", f"First {LOSS_STEPS} logged losses; tolerance against float32: "
+                  f"{LOSS_TOLERANCE[0]:g} x |loss| + {LOSS_TOLERANCE[1]:g}.", ""]
+        lines += markdown(("script", "precision", "s", "first losses", "verdict"), rows)
+        lines += ["", f"Kill and resume (float32): {resume}", ""]
+    if "speed" in parts:
+        for key in speed_runs:
+            if key not in measured:
+                not_run.setdefault(key, "not run: stopped before it")
+        lines += ["## Speed", "", "ex/s and tok/s at the median step; TFLOP/s: model FLOPs over the summed "
+                  "step time; MFU against the two peaks (ours only); peak GB: CUDA max allocated, bf16 at "
+                  "SST-2 lengths.", ""]
+        lines += markdown(("row", "lengths", "pipeline", "precision", "ex/s", "tok/s", "TFLOP/s",
+                           *(f"MFU {peak}" for peak in PEAKS), "peak GB", "ours/ref", "note"),
+                          speed_rows(measured, not_run, speed_runs))
+        lines += ["", "Targets:", ""]
+        lines += markdown(("target", "measured", "met"), speed_targets(measured))
     lines += ["", f"wall time {budget.elapsed():.0f} s (estimated {sum(estimates):.0f} s)"]
     if budget.skipped:
-        lines += [f"incomplete: {budget.skipped} pieces not run within --budget_s {args.budget_s:g}"]
+        lines += [f"incomplete: {budget.skipped} pieces not run within --budget_s {budget.seconds:g}"]
     if stopped:
         lines += [f"incomplete: {stopped}"]
-    text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
-    print(text)
-    return 1 if failures or budget.skipped or stopped else 0
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

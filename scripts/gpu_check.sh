@@ -11,8 +11,10 @@
 #
 # Arguments after OUTDIR go to both parts (python -m benchmarks.gpu_check --help).
 #
-# Exit status: 0 when both parts ran and every verdict is ok, 1 when a verdict is NO or a part
-# failed, 2 on bad usage.
+# Exit status: 0 when both parts ran to the end, every correctness verdict ok and every speed
+# configuration measured; 1 when a correctness verdict is NO, a speed configuration crashed, or a
+# part stopped early (budget, SIGTERM) or failed; 2 on bad usage. The speed targets' verdicts are
+# findings in speed.md, not failures.
 set -uo pipefail
 
 usage="usage: bash scripts/gpu_check.sh OUTDIR [ARGS...]   (environment: PYTHON, BUDGET_S per part, default 200)"
@@ -24,6 +26,7 @@ OUTDIR=$1
 shift
 PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 BUDGET_S=${BUDGET_S:-200}
+[[ $BUDGET_S =~ ^[0-9]+$ ]] || { echo "error: BUDGET_S=$BUDGET_S: a whole number of seconds" >&2; exit 2; }
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mkdir -p "$OUTDIR" || { echo "error: cannot make $OUTDIR" >&2; exit 2; }
 OUTDIR=$(cd "$OUTDIR" && pwd)

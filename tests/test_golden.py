@@ -56,11 +56,10 @@ CHANGES = {  # a real change of behaviour, as small as one can make it: (run, ar
 }
 
 
-@pytest.mark.parametrize("change", CHANGES)
-def test_the_record_catches_a_real_change(change, golden, tmp_path, monkeypatch):
-    """The tolerances let float noise through, not behaviour: each change fails the comparison."""
+def changed_run(golden, tmp_path, monkeypatch, name, edits, patch):
+    """The golden run ``name`` again into ``tmp_path``, its options edited, ``patch`` applied to the
+    loop's batch plans; its summary."""
     inputs, root, _ = golden
-    name, edits, patch = CHANGES[change]
     main, argv, where = golden_commands(inputs, root)[name]
     out = argv.index("--output_dir") + 1
     argv = [*argv[:out], str(tmp_path / "out"), *argv[out + 1:]]
@@ -70,6 +69,19 @@ def test_the_record_catches_a_real_change(change, golden, tmp_path, monkeypatch)
              for key, path in where.items()}
     if patch is not None:
         monkeypatch.setattr(utils.loop, "epoch_batches", patch(utils.loop.epoch_batches))
-    changed = run_golden(name, main, argv, where)
+    return run_golden(name, main, argv, where)
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_the_record_catches_a_real_change(change, golden, tmp_path, monkeypatch):
+    """The tolerances let float noise through, not behaviour: each change fails the comparison."""
+    name, edits, patch = CHANGES[change]
+    changed = changed_run(golden, tmp_path, monkeypatch, name, edits, patch)
     failures = mismatches(changed, json.loads(RECORD_FILE.read_text())[name], name)
     assert any(".losses" in line for line in failures), failures
+
+
+def test_the_same_run_again_matches_the_record(golden, tmp_path, monkeypatch):
+    """The control of the test above: the run repeated unchanged, into another folder, matches."""
+    unchanged = changed_run(golden, tmp_path, monkeypatch, "run_glue_w_distillation", {}, None)
+    assert mismatches(unchanged, json.loads(RECORD_FILE.read_text())["run_glue_w_distillation"], "control") == []

@@ -31,7 +31,6 @@ QUESTIONS = [
 ]
 
 
-
 def answer_start(context, text, occurrence=0):
     start = -1
     for _ in range(occurrence + 1):
