@@ -1,8 +1,8 @@
 """The GPU check: every script on CUDA in float32, bf16 and fp16, a kill and resume, and the
 speed of the shipped steps at BERT-base shapes: two commands, each of a few minutes on one H200.
 
-    python -m benchmarks.gpu_check correctness --out correctness.md [--budget_s 200]
-    python -m benchmarks.gpu_check speed --out speed.md [--budget_s 200]
+    python -m benchmarks.gpu_check correctness --out correctness.md [--budget_s 220]
+    python -m benchmarks.gpu_check speed --out speed.md [--budget_s 220]
     bash scripts/gpu_check.sh OUTDIR                 # both, each under a time limit
     python -m benchmarks.gpu_check all --tiny ...    # a CPU run of the same code on tiny models (the test's)
 
