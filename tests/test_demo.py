@@ -3,7 +3,7 @@
 import collections
 import random
 
-from utils.demo import RUNS, run_demo
+from demo import RUNS, run_demo
 from utils.synthetic_glue import NEGATIONS, NEGATIVE_WORDS, POSITIVE_WORDS, negation_review, review_words
 
 

@@ -1,6 +1,6 @@
 """The whole one-to-one pipeline in one offline command, on a CPU in about a minute.
 
-    python -m utils.demo [--output_dir demo_output]
+    python demo.py [--output_dir demo_output]
 
 Makes a tiny BERT teacher and a tiny DistilBERT student (random weights, a small WordPiece
 vocabulary) and writes a synthetic sentiment task in SST-2's file format whose label no single
