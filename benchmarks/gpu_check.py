@@ -566,6 +566,9 @@ def main(argv=None):
             done = {(row[0], row[1]) for row in rows}
             rows += [(name, label, "", "", "not run: stopped before it") for name, label in planned
                      if (name, label) not in done]
+            for key in speed_runs:
+                if key not in measured:
+                    not_run.setdefault(key, "not run: stopped before it")
             text = report(header, parts, rows, resume, measured, not_run, speed_runs, budget, estimates, stopped)
             Path(args.out).write_text(text)  # before the scratch folder (gigabytes of runs) is removed
     finally:
@@ -585,9 +588,6 @@ def report(header, parts, rows, resume, measured, not_run, speed_runs, budget, e
         lines += markdown(("script", "precision", "s", "first losses", "verdict"), rows)
         lines += ["", f"Kill and resume (float32): {resume}", ""]
     if "speed" in parts:
-        for key in speed_runs:
-            if key not in measured:
-                not_run.setdefault(key, "not run: stopped before it")
         lines += ["## Speed", "", "ex/s and tok/s at the median step; TFLOP/s: model FLOPs over the summed "
                   "step time; MFU against the two peaks (ours only); peak GB: CUDA max allocated, bf16 at "
                   "SST-2 lengths.", ""]

@@ -167,9 +167,10 @@ def run_golden(name, main, argv, where):
 
 
 def record_runs(root):
-    """Every golden run under ``root``, one after the other: ``{name: summary}``."""
+    """Every golden run under ``root``, one after the other: their inputs' paths and
+    ``{name: summary}``."""
     inputs = write_inputs(Path(root) / "inputs")
-    return {name: run_golden(name, *command) for name, command in golden_commands(inputs, root).items()}
+    return inputs, {name: run_golden(name, *command) for name, command in golden_commands(inputs, root).items()}
 
 
 def kind_of(where):
@@ -278,7 +279,7 @@ def main(argv=None):
     if args.command == "record":
         torch.set_num_threads(args.threads)
         with tempfile.TemporaryDirectory() as root:
-            args.out.write_text(json.dumps(record_runs(root), indent=1, sort_keys=True) + "\n")
+            args.out.write_text(json.dumps(record_runs(root)[1], indent=1, sort_keys=True) + "\n")
         return 0
     return drift([sys.executable, *args.python], args.save)
 

@@ -18,7 +18,7 @@ import os
 import pytest
 
 import utils.loop
-from tests.golden import RECORD_FILE, RUN_NAMES, golden_commands, mismatches, run_golden, write_inputs
+from tests.golden import RECORD_FILE, RUN_NAMES, golden_commands, mismatches, record_runs, run_golden
 
 RECORD = os.environ.get("GOLDEN_RECORD") == "1"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,8 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def golden(tmp_path_factory):
     """Every golden run, one after the other: ``(inputs, root, {name: summary})``."""
     root = tmp_path_factory.mktemp("golden")
-    inputs = write_inputs(root / "inputs")
-    results = {name: run_golden(name, *command) for name, command in golden_commands(inputs, root).items()}
+    inputs, results = record_runs(root)
     if RECORD:
         RECORD_FILE.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     return inputs, root, results

@@ -54,7 +54,7 @@ def test_the_prepared_command_runs_every_script_resumes_a_killed_run_and_times_e
                 assert f"| {row} | {lengths} | ours | {dtype} | " in speed, (row, lengths, dtype)
     assert "| teacher fine-tuning | pairs | ours | bfloat16 + compile | " in speed  # on a GPU, distillation too
     assert "speed: 9 run_all configurations: about " in (tmp_path / "out" / "speed.log").read_text()
-    (targets,) = [speed.split("Targets:")[1]]
+    targets = speed.split("Targets:")[1]
     for target in gpu_check.TARGETS:
         (row,) = table_rows(targets, f"| {target} | ")
         assert row[-1] in ("yes |", "NO |"), row
