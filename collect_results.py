@@ -35,12 +35,12 @@ import statistics
 import sys
 from pathlib import Path
 
-from utils.glue_data import get_task
+from utils.tasks.glue_data import get_task
 
 # The results layout, the one definition: scripts/common.sh reads it with --print-layout.
 RUN_DIR_LAYOUT = "{table}/{task}/{method}/seed{seed}"
 LOG_SUFFIX = ".log"
-COMPLETION_MARK = "run_complete.json"  # utils.runtime.COMPLETION_MARK: a run writes it last
+COMPLETION_MARK = "run_complete.json"  # utils.engine.runtime.COMPLETION_MARK: a run writes it last
 TEACHER_SEED = 42
 
 METRIC_NAMES = {"accuracy": "acc", "accuracy_mm": "acc-mm", "f1": "F1", "matthews_correlation": "MCC",

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import run_glue
 import run_glue_w_distillation
-from utils.synthetic_glue import review_words, write_negation_sst2
-from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
+from utils.miniature.synthetic_glue import review_words, write_negation_sst2
+from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
 
 RUNS = ("teacher", "student_alone", "student_distilled")
 

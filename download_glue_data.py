@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from utils.errors import UserError, exit_on_user_error
+from utils.engine.errors import UserError, exit_on_user_error
 
 GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data/"
 SENTEVAL_URL = "https://dl.fbaipublicfiles.com/senteval/senteval_data/"

@@ -10,10 +10,10 @@ Saves the fine-tuned model with ``save_pretrained`` in output_dir, writes
 server's test prediction files.
 """
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
-from utils.errors import exit_on_user_error
-from utils.features import PadCollator, model_inputs
-from utils.glue import (
+from utils.engine.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
+from utils.engine.errors import exit_on_user_error
+from utils.engine.features import PadCollator, model_inputs
+from utils.tasks.glue import (
     add_glue_data_args,
     check_max_seq_length,
     evaluate_splits,
@@ -22,10 +22,10 @@ from utils.glue import (
     split_features,
     write_results,
 )
-from utils.glue_data import get_task
-from utils.models import fine_tuning_loss, forward_arguments, load_classifier, load_tokenizer
-from utils.loop import train
-from utils.runtime import mark_complete, save_trained, start_run
+from utils.tasks.glue_data import get_task
+from utils.engine.models import fine_tuning_loss, forward_arguments, load_classifier, load_tokenizer
+from utils.engine.loop import train
+from utils.engine.runtime import mark_complete, save_trained, start_run
 
 
 def parse_args(argv=None):

@@ -10,8 +10,8 @@ Trains and evaluates by default (as released); saves the student with ``save_pre
 writes ``eval_results.json``.
 """
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
-from utils.one_to_one import (
+from utils.engine.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
+from utils.methods.one_to_one import (
     across_processes,
     add_distillation_args,
     classifier_distillation_loss,
@@ -19,9 +19,9 @@ from utils.one_to_one import (
     loss_from_args,
     classifier_teacher_targets,
 )
-from utils.errors import exit_on_user_error
-from utils.features import PadCollator, model_inputs
-from utils.glue import (
+from utils.engine.errors import exit_on_user_error
+from utils.engine.features import PadCollator, model_inputs
+from utils.tasks.glue import (
     add_glue_data_args,
     check_max_seq_length,
     evaluate_splits,
@@ -30,11 +30,11 @@ from utils.glue import (
     split_features,
     write_results,
 )
-from utils.glue_data import get_task
-from utils.models import forward_arguments
-from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
-from utils.loop import train
-from utils.runtime import mark_complete, save_trained, start_run
+from utils.tasks.glue_data import get_task
+from utils.engine.models import forward_arguments
+from utils.methods.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
+from utils.engine.loop import train
+from utils.engine.runtime import mark_complete, save_trained, start_run
 
 TASK_WEIGHT = "alpha_glue"  # the option that weighs the task loss
 

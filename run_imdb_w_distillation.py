@@ -11,8 +11,8 @@ tokenizer) in output_dir, checkpoints and TensorBoard logs in output_dir_interme
 the test-split accuracy to ``eval_results.json``.
 """
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
-from utils.one_to_one import (
+from utils.engine.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
+from utils.methods.one_to_one import (
     across_processes,
     add_distillation_args,
     classifier_distillation_loss,
@@ -20,9 +20,9 @@ from utils.one_to_one import (
     loss_from_args,
     classifier_teacher_targets,
 )
-from utils.errors import exit_on_user_error
-from utils.features import PadCollator, model_inputs
-from utils.imdb import (
+from utils.engine.errors import exit_on_user_error
+from utils.engine.features import PadCollator, model_inputs
+from utils.tasks.imdb import (
     IMDB,
     add_imdb_data_args,
     check_imdb_args,
@@ -32,10 +32,10 @@ from utils.imdb import (
     load_imdb_test_set,
     write_eval_results,
 )
-from utils.models import forward_arguments
-from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
-from utils.loop import train
-from utils.runtime import mark_complete, save_trained, start_run
+from utils.engine.models import forward_arguments
+from utils.methods.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
+from utils.engine.loop import train
+from utils.engine.runtime import mark_complete, save_trained, start_run
 
 TASK_WEIGHT = "alpha_imdb"  # the option that weighs the task loss
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
-from utils.errors import UserError, exit_on_user_error
-from utils.features import PadCollator, model_inputs, tokenize_examples
-from utils.glue import (
+from utils.engine.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
+from utils.engine.errors import UserError, exit_on_user_error
+from utils.engine.features import PadCollator, model_inputs, tokenize_examples
+from utils.tasks.glue import (
     add_glue_data_args,
     check_max_seq_length,
     evaluate_splits,
@@ -34,8 +34,8 @@ from utils.glue import (
     load_prediction_sets,
     write_results,
 )
-from utils.glue_data import get_task
-from utils.lgtm import (
+from utils.tasks.glue_data import get_task
+from utils.methods.lgtm import (
     BestScore,
     QuizBatches,
     TeacherUpdate,
@@ -43,8 +43,8 @@ from utils.lgtm import (
     online_student_loss,
     teacher_logits_of,
 )
-from utils.loop import make_optimizer, make_scheduler, planned_hook_calls, train
-from utils.models import (
+from utils.engine.loop import make_optimizer, make_scheduler, planned_hook_calls, train
+from utils.engine.models import (
     forward_arguments,
     is_sequence_classifier,
     load_classifier,
@@ -52,7 +52,7 @@ from utils.models import (
     load_tokenizer,
     same_vocabulary,
 )
-from utils.runtime import mark_complete, save_trained, start_run, write_json
+from utils.engine.runtime import mark_complete, save_trained, start_run, write_json
 
 logger = logging.getLogger("run_lgtm_glue")
 

@@ -9,11 +9,11 @@ and its tokenizer with ``save_pretrained`` in output_dir, writes ``eval_results.
 ``nbest_predictions.json``; checkpoints and TensorBoard logs go to ``--output_dir_intermed``.
 """
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
-from utils.errors import exit_on_user_error
-from utils.features import PadCollator, model_inputs
-from utils.models import forward_arguments, load_question_answerer, load_tokenizer
-from utils.squad import (
+from utils.engine.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
+from utils.engine.errors import exit_on_user_error
+from utils.engine.features import PadCollator, model_inputs
+from utils.engine.models import forward_arguments, load_question_answerer, load_tokenizer
+from utils.tasks.squad import (
     add_squad_data_args,
     answer_questions,
     check_squad_args,
@@ -24,8 +24,8 @@ from utils.squad import (
     stacked_span_logits,
     write_answers,
 )
-from utils.loop import train
-from utils.runtime import mark_complete, save_trained, start_run
+from utils.engine.loop import train
+from utils.engine.runtime import mark_complete, save_trained, start_run
 
 
 def parse_args(argv=None):

@@ -15,11 +15,11 @@ logits (the mean of the two KD terms). Saves the student with ``save_pretrained`
 with ``--pad_to_max_length``) and last hidden states are computed once before training.
 """
 
-from utils.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
-from utils.errors import exit_on_user_error
-from utils.features import PadCollator, model_inputs
-from utils.models import forward_arguments, load_question_answerer, load_tokenizer
-from utils.one_to_one import (
+from utils.engine.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
+from utils.engine.errors import exit_on_user_error
+from utils.engine.features import PadCollator, model_inputs
+from utils.engine.models import forward_arguments, load_question_answerer, load_tokenizer
+from utils.methods.one_to_one import (
     across_processes,
     add_distillation_args,
     load_span_teacher,
@@ -27,7 +27,7 @@ from utils.one_to_one import (
     span_distillation_loss,
     span_teacher_targets,
 )
-from utils.squad import (
+from utils.tasks.squad import (
     add_squad_data_args,
     answer_questions,
     check_squad_args,
@@ -37,9 +37,9 @@ from utils.squad import (
     stacked_span_logits,
     write_answers,
 )
-from utils.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
-from utils.loop import train
-from utils.runtime import mark_complete, save_trained, start_run
+from utils.methods.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
+from utils.engine.loop import train
+from utils.engine.runtime import mark_complete, save_trained, start_run
 
 TASK_WEIGHT = "alpha_squad"  # the option that weighs the task loss
 

@@ -1,6 +1,6 @@
 """What the benchmarks share: models built from configs, a WordPiece tokenizer trained on the
 benchmark's sentences, and ``LoopStep``, a training step of ours made of the loop's own pieces
-(``utils.loop.backward_micro_batch`` and ``utils.loop.optimizer_step``) around a script's
+(``utils.engine.loop.backward_micro_batch`` and ``utils.engine.loop.optimizer_step``) around a script's
 ``compute_loss`` and ``micro_batch_hook``."""
 
 import functools
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import torch
 from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
-from utils.loop import backward_micro_batch, compiled, make_optimizer, make_scheduler, optimizer_step
+from utils.engine.loop import backward_micro_batch, compiled, make_optimizer, make_scheduler, optimizer_step
 
 MAX_GRAD_NORM = 1.0  # the scripts' default --max_grad_norm
 # The one-to-one paper's README command: alpha_glue 0.5, alpha_corr 0.005, --do_mask True
@@ -73,12 +73,12 @@ def training_options(learning_rate, total_steps):
 
 
 class LoopStep:
-    """One optimizer step of ours on one micro-batch, as ``utils.loop.train`` takes it: the
+    """One optimizer step of ours on one micro-batch, as ``utils.engine.loop.train`` takes it: the
     method's ``micro_batch_hook`` and ``compute_loss`` under the runtime's autocast, the backward,
     then the clipped AdamW step (``make_optimizer``: fused AdamW) and the linear schedule of
     ``total_steps``. ``mark(phase)`` is called after the backward ("fwd+bwd") and after the
     optimizer step ("optim"). ``compile_backend``: the trained model's forward compiled with that
-    torch.compile backend, as the scripts' ``--torch_compile`` does (``utils.loop.compiled``)."""
+    torch.compile backend, as the scripts' ``--torch_compile`` does (``utils.engine.loop.compiled``)."""
 
     def __init__(self, model, runtime, learning_rate, total_steps, compile_backend=None):
         options = training_options(learning_rate, total_steps)
@@ -98,8 +98,8 @@ class LoopStep:
 
 
 class QuizSource:
-    """The quiz batches of a benchmark's ``utils.lgtm.TeacherUpdate``: ``quiz_batches.next()``
-    (``utils.lgtm.QuizBatches``), or without it the batch set as ``batch`` (the training batch
+    """The quiz batches of a benchmark's ``utils.methods.lgtm.TeacherUpdate``: ``quiz_batches.next()``
+    (``utils.methods.lgtm.QuizBatches``), or without it the batch set as ``batch`` (the training batch
     itself, or one fixed quiz batch); ``last`` is the batch given last (for FLOP counts)."""
 
     def __init__(self, quiz_batches=None, batch=None):

@@ -5,7 +5,7 @@
 Reads the SST-2 training sentences, trains a WordPiece vocabulary on them (so token counts are
 realistic without downloading a tokenizer), builds a randomly initialised BERT teacher and
 DistilBERT student, and times full distillation steps as run_glue_w_distillation.py takes them
-(``utils.one_to_one.classifier_distillation_loss`` with the frozen teacher: student forward,
+(``utils.methods.one_to_one.classifier_distillation_loss`` with the frozen teacher: student forward,
 teacher forward, the paper's loss; then the loop's backward, clipping and AdamW step) on the same
 random batches, padded to the longest sentence of each batch or to 128 tokens, the
 configurations taking turns step by step. Prints examples/s, real tokens/s, the share of the step
@@ -28,10 +28,10 @@ import torch
 
 from benchmarks.common import PAPER_LOSS, LoopStep, build_models, build_tokenizer, marked
 from losses import OneToOneLoss
-from utils.features import PadCollator, tokenize_examples
-from utils.glue_data import get_task, read_glue_tsv
-from utils.one_to_one import StudentAndTeacher, classifier_distillation_loss, classifier_teacher_outputs
-from utils.runtime import Runtime
+from utils.engine.features import PadCollator, tokenize_examples
+from utils.tasks.glue_data import get_task, read_glue_tsv
+from utils.methods.one_to_one import StudentAndTeacher, classifier_distillation_loss, classifier_teacher_outputs
+from utils.engine.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 PADDINGS = ("dynamic", "pad to 128")

@@ -124,10 +124,10 @@ def make_inputs(root, tiny):
     """The models (random weights, from configs) and the scripts' fixture data under ``root``."""
     from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
-    from utils.synthetic_glue import write_synthetic_task
-    from utils.synthetic_imdb import write_acl_imdb
-    from utils.synthetic_squad import write_squad_dir
-    from utils.tiny_models import save_tokenizer, tiny_vocab
+    from utils.miniature.synthetic_glue import write_synthetic_task
+    from utils.miniature.synthetic_imdb import write_acl_imdb
+    from utils.miniature.synthetic_squad import write_squad_dir
+    from utils.miniature.tiny_models import save_tokenizer, tiny_vocab
 
     width, heads, teacher_layers, student_layers = (32, 2, 2, 1) if tiny else (768, 12, 12, 6)
     filler = [] if tiny else [f"[unused{i}]" for i in range(30522 - len(tiny_vocab()))]

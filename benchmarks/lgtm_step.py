@@ -2,8 +2,8 @@
 
 Each step is a full training step: the teacher update where the method has one, then the
 student update. KD, ProKT and LGTM are the steps run_lgtm_glue.py takes (the loop's micro-batch
-backward and optimizer step around ``utils.lgtm.online_student_loss``, with
-``utils.lgtm.TeacherUpdate`` as its micro_batch_hook); "LGTM (released)" computes the teacher
+backward and optimizer step around ``utils.methods.lgtm.online_student_loss``, with
+``utils.methods.lgtm.TeacherUpdate`` as its micro_batch_hook); "LGTM (released)" computes the teacher
 gradient the way the released code does (``benchmarks.reference_pipeline``). Every method runs in
 its own subprocess, so that its peak memory is its own; their steps are interleaved.
 
@@ -26,9 +26,9 @@ import torch
 
 from benchmarks import reference_pipeline as reference
 from benchmarks.common import LoopStep, QuizSource, bert, training_options
-from utils.lgtm import TeacherUpdate, make_teacher_optimizer, online_student_loss, teacher_logits_of
-from utils.loop import make_scheduler
-from utils.runtime import Runtime
+from utils.methods.lgtm import TeacherUpdate, make_teacher_optimizer, online_student_loss, teacher_logits_of
+from utils.engine.loop import make_scheduler
+from utils.engine.runtime import Runtime
 
 ALPHA_KD, T_ALPHA_KD, TEMPERATURE, LEARNING_RATE = 1.0, 0.4, 1.0, 3e-5
 STEPS = 1_000_000  # the schedules' length: far beyond the steps taken, so that the learning rates stay put

@@ -10,7 +10,7 @@ teacher gradient computed with a deep copy of the student per step
 
 Only the choices that cost time or memory are reproduced; the numbers computed are the ones the
 project computes (tests/test_lgtm.py checks ``released_lgtm_teacher_grads`` against
-``utils.lgtm.lgtm_teacher_grads``). Each step takes a ``mark(phase)`` callable, called when a
+``utils.methods.lgtm.lgtm_teacher_grads``). Each step takes a ``mark(phase)`` callable, called when a
 phase of the step ends (the benchmarks' timers).
 """
 
@@ -19,9 +19,9 @@ import copy
 import torch
 
 from losses import lgtm_student_loss, lgtm_teacher_loss
-from utils.features import PadCollator, model_inputs
-from utils.lgtm import forward
-from utils.models import forward_arguments
+from utils.engine.features import PadCollator, model_inputs
+from utils.methods.lgtm import forward
+from utils.engine.models import forward_arguments
 
 MAX_SEQ_LENGTH = 128
 
@@ -38,7 +38,7 @@ def reference_optimizer(parameters, lr):
 
 def released_lgtm_teacher_grads(teacher, student, batch, quiz_batch, student_optimizer, *,
                                 alpha_kd, t_alpha_kd, temperature, teacher_lr, r=0.01):
-    """``utils.lgtm.lgtm_teacher_grads`` the way the released code computes it: a deep copy of
+    """``utils.methods.lgtm.lgtm_teacher_grads`` the way the released code computes it: a deep copy of
     the student (and its optimizer) takes a real AdamW step for the look-ahead, and the influence
     is the difference of two full teacher gradients, the student's parameters moved in place to
     theta + eps v, then theta - eps v, then back (up to rounding, as released)."""

@@ -20,12 +20,12 @@ Rows, each a full training step on SST-2 sentences (a new batch every step, its 
 
 Pipelines:
   ours       the functions the scripts run: the loop's micro-batch backward and optimizer step
-             (utils.loop.backward_micro_batch, optimizer_step: clipping, fused AdamW, the linear
-             schedule) around each script's compute_loss (utils.models.fine_tuning_loss,
-             utils.one_to_one.classifier_distillation_loss with its teacher's utils.teacher_cache.TeacherCache
-             filled before timing, utils.lgtm.online_student_loss) and run_lgtm_glue.py's teacher update
-             (utils.lgtm.TeacherUpdate, the loop's micro_batch_hook; LGTM's quiz batches drawn by
-             utils.lgtm.QuizBatches); dynamic padding, batches grouped by length (utils.loop.epoch_batches
+             (utils.engine.loop.backward_micro_batch, optimizer_step: clipping, fused AdamW, the linear
+             schedule) around each script's compute_loss (utils.engine.models.fine_tuning_loss,
+             utils.methods.one_to_one.classifier_distillation_loss with its teacher's utils.methods.teacher_cache.TeacherCache
+             filled before timing, utils.methods.lgtm.online_student_loss) and run_lgtm_glue.py's teacher update
+             (utils.methods.lgtm.TeacherUpdate, the loop's micro_batch_hook; LGTM's quiz batches drawn by
+             utils.methods.lgtm.QuizBatches); dynamic padding, batches grouped by length (utils.engine.loop.epoch_batches
              with lengths=), bf16 autocast on CUDA (float32 on the CPU)
   reference  benchmarks/reference_pipeline.py: random batches padded to 128, float32, masked_select
              token rows, the teacher forward on every step, plain AdamW, a deep copy of the student per
@@ -81,20 +81,20 @@ from benchmarks.common import (
 from benchmarks.flops import BF16_PEAK_TFLOPS, batch_flops, peak_tflops
 from benchmarks.reference_pipeline import MAX_SEQ_LENGTH
 from losses import OneToOneLoss
-from utils.features import PadCollator, tokenize_examples
-from utils.glue_data import get_task, read_glue_tsv
-from utils.lgtm import (
+from utils.engine.features import PadCollator, tokenize_examples
+from utils.tasks.glue_data import get_task, read_glue_tsv
+from utils.methods.lgtm import (
     QuizBatches,
     TeacherUpdate,
     make_teacher_optimizer,
     online_student_loss,
     teacher_logits_of,
 )
-from utils.loop import epoch_batches, make_scheduler
-from utils.models import fine_tuning_loss
-from utils.one_to_one import StudentAndTeacher, classifier_distillation_loss, classifier_teacher_outputs
-from utils.runtime import Runtime, move_to_device
-from utils.teacher_cache import TeacherCache
+from utils.engine.loop import epoch_batches, make_scheduler
+from utils.engine.models import fine_tuning_loss
+from utils.methods.one_to_one import StudentAndTeacher, classifier_distillation_loss, classifier_teacher_outputs
+from utils.engine.runtime import Runtime, move_to_device
+from utils.methods.teacher_cache import TeacherCache
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("one-to-one distillation", "teacher fine-tuning", "KD step", "ProKT step", "LGTM step",
@@ -190,7 +190,7 @@ def _prepare_data(args):
         raise NotEnoughData(f"{args.task} in {args.sst2_dir}: {pool_size} sentences give fewer than {needed} batches "
                             f"of {args.batch_size}: raise --pool_chunks or give more training rows")
     quiz_lengths = [len(feature["input_ids"]) for feature in quiz_features]
-    # ours draws its quiz batches with utils.lgtm.QuizBatches (seed 1, grouped by length): these are its first ones
+    # ours draws its quiz batches with utils.methods.lgtm.QuizBatches (seed 1, grouped by length): these are its first ones
     grouped_quiz = epoch_batches(len(quiz_features), args.batch_size, seed=1, epoch=0, lengths=quiz_lengths)
     quiz = {
         "ours": [[quiz_features[i] for i in grouped_quiz[step % len(grouped_quiz)]] for step in range(needed)],

@@ -17,10 +17,10 @@ import time
 import numpy as np
 
 from benchmarks.common import build_tokenizer
-from utils.models import load_tokenizer
-from utils.squad import best_answers, evaluation_windows, training_features
-from utils.squad_data import read_squad_file, training_examples
-from utils.squad_metrics import gold_answers, squad_scores
+from utils.engine.models import load_tokenizer
+from utils.tasks.squad import best_answers, evaluation_windows, training_features
+from utils.tasks.squad_data import read_squad_file, training_examples
+from utils.tasks.squad_metrics import gold_answers, squad_scores
 
 
 def parse_args(argv=None):

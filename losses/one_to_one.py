@@ -42,7 +42,7 @@ class OneToOneLoss:
     # None (one process), or the processes of a data-parallel run: ``gather_rows(rows)`` (the
     # rows of every process, gradients flowing back to each one's own) and ``same_as_first(t)``
     # (the first process's ``t``), so that the correlation terms and the sub-teacher see the
-    # whole global batch, as one process would (utils.one_to_one.AcrossProcesses)
+    # whole global batch, as one process would (utils.methods.one_to_one.AcrossProcesses)
     processes: Any = None
 
     @property

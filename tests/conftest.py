@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from utils.synthetic_glue import write_synthetic_task
-from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
+from utils.miniature.synthetic_glue import write_synthetic_task
+from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
 
 
 @pytest.fixture(scope="session")

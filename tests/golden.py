@@ -33,10 +33,10 @@ import run_lgtm_glue
 import run_squad
 import run_squad_w_distillation
 from tests.conftest import run_main
-from utils.synthetic_glue import write_synthetic_task
-from utils.synthetic_imdb import write_acl_imdb
-from utils.synthetic_squad import write_squad_dir
-from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
+from utils.miniature.synthetic_glue import write_synthetic_task
+from utils.miniature.synthetic_imdb import write_acl_imdb
+from utils.miniature.synthetic_squad import write_squad_dir
+from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
 
 RECORD_FILE = Path(__file__).with_name("golden_runs.json")
 REPO = Path(__file__).resolve().parents[1]

@@ -14,11 +14,11 @@ import run_imdb
 import run_lgtm_glue
 import run_squad
 from tests.conftest import run_main
-from utils import models
-from utils.errors import UserError
-from utils.synthetic_imdb import write_acl_imdb
-from utils.synthetic_squad import write_squad_dir
-from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
+from utils.engine import models
+from utils.engine.errors import UserError
+from utils.miniature.synthetic_imdb import write_acl_imdb
+from utils.miniature.synthetic_squad import write_squad_dir
+from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
 
 FAST = ["--max_steps", "2", "--disable_tqdm", "--report_to", "none", "--logging_steps", "1"]
 

@@ -4,7 +4,7 @@ import collections
 import random
 
 from demo import RUNS, run_demo
-from utils.synthetic_glue import NEGATIONS, NEGATIVE_WORDS, POSITIVE_WORDS, negation_review, review_words
+from utils.miniature.synthetic_glue import NEGATIONS, NEGATIVE_WORDS, POSITIVE_WORDS, negation_review, review_words
 
 
 def test_demo_fine_tunes_a_teacher_a_student_alone_and_distils_a_student(tmp_path):

@@ -7,8 +7,8 @@ import warnings
 import datasets
 import pytest
 
-from utils.errors import UserError
-from utils.glue_data import (
+from utils.engine.errors import UserError
+from utils.tasks.glue_data import (
     GLUE_DIAGNOSTIC,
     GLUE_TASKS,
     get_task,
@@ -228,7 +228,7 @@ def test_qqp_malformed_rows_are_skipped_with_one_counted_warning(tmp_path, caplo
     rows[3] = [2, 4, 5, "How do I cut"]  # a question with a line break splits the row in two
     rows[4] = ["my hair?", 0]
     write(tmp_path / "train.tsv", tsv(*rows))
-    with caplog.at_level(logging.WARNING, logger="utils.glue_data"):
+    with caplog.at_level(logging.WARNING, logger="utils.tasks.glue_data"):
         examples = read_glue_tsv("qqp", tmp_path, "train")
     assert len(caplog.records) == 1
     message = caplog.records[0].getMessage()
@@ -240,7 +240,7 @@ def test_qqp_malformed_rows_are_skipped_with_one_counted_warning(tmp_path, caplo
 def test_a_few_bad_labels_are_skipped_with_a_warning(tmp_path, caplog):
     write(tmp_path / "dev.tsv", tsv(["index", "sentence1", "sentence2", "label"],
                                     [0, "A.", "B.", "entailment"], [1, "C.", "D.", "entailed"], [2, "E.", "F.", 1]))
-    with caplog.at_level(logging.WARNING, logger="utils.glue_data"):
+    with caplog.at_level(logging.WARNING, logger="utils.tasks.glue_data"):
         assert as_tuples(read_glue_tsv("rte", tmp_path, "validation")) == [(0, "A.", "B.", 0), (2, "E.", "F.", 1)]
     assert "label 'entailed' is not one of" in caplog.text
 
@@ -251,7 +251,7 @@ def test_an_stsb_score_off_the_0_to_5_scale_is_a_malformed_row(tmp_path, caplog)
     rows = [[i, "main", "f", "2012", i, "none", "none", f"A {i}.", f"B {i}.", score]
             for i, score in enumerate(["0.000", "5.000", "1e39", "2.500", "-0.5"])]
     write(tmp_path / "train.tsv", tsv(header, *rows))
-    with caplog.at_level(logging.WARNING, logger="utils.glue_data"):
+    with caplog.at_level(logging.WARNING, logger="utils.tasks.glue_data"):
         examples = read_glue_tsv("stsb", tmp_path, "train")
     assert [example["label"] for example in examples] == [0.0, 5.0, 2.5]
     assert "2 of 5 rows are malformed" in caplog.text and "outside STS-B's 0 .. 5 scale" in caplog.text

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import run_glue
 import run_glue_w_distillation
 from tests.conftest import run_main
-from utils.glue_data import get_task, read_glue_tsv
+from utils.tasks.glue_data import get_task, read_glue_tsv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_cased_student_with_uncased_teacher_is_refused_with_a_reason(rte_teacher
 
 
 def test_released_behaviour_feeds_the_student_ids_to_the_teacher(rte_teacher, tiny_models, glue_dir, tmp_path):
-    from utils.tiny_models import make_tiny_bert
+    from utils.miniature.tiny_models import make_tiny_bert
 
     # an uncased student and a cased teacher: different vocabularies, the student's the smaller
     cased_teacher = make_tiny_bert(tmp_path / "cased_teacher", cased=True)
@@ -311,7 +311,7 @@ def test_two_processes_match_one_with_the_same_global_batch(cache, loss, rte_tea
     sub-teacher mask, as one process does."""
     common = ["--data_dir", str(glue_dir / "RTE"), *loss, "--max_steps", "4", "--disable_tqdm", *cache]
     student = tmp_path / "student_no_dropout"
-    from utils.tiny_models import make_tiny_distilbert
+    from utils.miniature.tiny_models import make_tiny_distilbert
 
     make_tiny_distilbert(student, dropout=0.0)
     single, double = tmp_path / "single", tmp_path / "double"

@@ -17,7 +17,7 @@ import os
 
 import pytest
 
-import utils.loop
+import utils.engine.loop
 from tests.golden import RECORD_FILE, RUN_NAMES, golden_commands, mismatches, record_runs, run_golden
 
 RECORD = os.environ.get("GOLDEN_RECORD") == "1"
@@ -67,7 +67,7 @@ def changed_run(golden, tmp_path, monkeypatch, name, edits, patch):
     where = {key: tmp_path / "out" / path.relative_to(where["out"]) if key != "out" else tmp_path / "out"
              for key, path in where.items()}
     if patch is not None:
-        monkeypatch.setattr(utils.loop, "epoch_batches", patch(utils.loop.epoch_batches))
+        monkeypatch.setattr(utils.engine.loop, "epoch_batches", patch(utils.engine.loop.epoch_batches))
     return run_golden(name, main, argv, where)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import gpu_check
-from utils.synthetic_glue import write_synthetic_task
+from utils.miniature.synthetic_glue import write_synthetic_task
 
 REPO = Path(__file__).resolve().parents[1]
 WITHOUT_DATASETS = Path(__file__).with_name("without_datasets")

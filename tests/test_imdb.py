@@ -15,8 +15,8 @@ import transformers
 import run_imdb
 import run_imdb_w_distillation
 from tests.conftest import run_main
-from utils.errors import UserError
-from utils.imdb import (
+from utils.engine.errors import UserError
+from utils.tasks.imdb import (
     clean_review,
     keep_head_and_tail,
     load_imdb_split,
@@ -25,8 +25,8 @@ from utils.imdb import (
     review_features,
     tokenize_reviews,
 )
-from utils.models import load_tokenizer
-from utils.synthetic_imdb import REVIEWS_PER_CLASS, write_acl_imdb
+from utils.engine.models import load_tokenizer
+from utils.miniature.synthetic_imdb import REVIEWS_PER_CLASS, write_acl_imdb
 
 TEACHER_COMMAND = "--model {model} --output_dir {out} --output_dir_intermed {intermed}"
 DISTILLATION_COMMAND = ("--student_model_name_or_path {student} --teacher_model_name_or_path {teacher} "

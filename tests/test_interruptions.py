@@ -21,9 +21,9 @@ from safetensors.torch import load_file
 from transformers import BertForQuestionAnswering
 
 from tests.conftest import run_main
-from utils.synthetic_imdb import write_acl_imdb
-from utils.synthetic_squad import write_squad_dir
-from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
+from utils.miniature.synthetic_imdb import write_acl_imdb
+from utils.miniature.synthetic_squad import write_squad_dir
+from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}

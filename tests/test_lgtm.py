@@ -1,4 +1,4 @@
-"""The LGTM teacher gradient (utils/lgtm.py): the finite difference against the exact mixed
+"""The LGTM teacher gradient (utils/methods/lgtm.py): the finite difference against the exact mixed
 derivative, the Adam look-ahead against a real AdamW step, the efficient gradient against the
 released recipe, and the student left exactly as it was."""
 
@@ -16,8 +16,8 @@ from transformers import (
 
 from benchmarks.reference_pipeline import released_lgtm_teacher_grads
 from losses import lgtm_student_loss
-from utils import lgtm
-from utils.lgtm import (
+from utils.methods import lgtm
+from utils.methods.lgtm import (
     Rows,
     adam_lookahead,
     adam_lookahead_rows,

@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 import run_lgtm_glue
 from tests.conftest import run_main
-from utils.glue_data import read_glue_tsv
-from utils.tiny_models import make_tiny_bert
+from utils.tasks.glue_data import read_glue_tsv
+from utils.miniature.tiny_models import make_tiny_bert
 
 SEED_COMMAND = ("--model_name_or_path {student} --teacher_model {teacher} --task_name {task} "
                 "--per_device_train_batch_size 32 --per_device_eval_batch_size 32 --learning_rate 3e-05 "
@@ -130,9 +130,9 @@ def test_lgtm_in_two_processes(encoders, glue_dir, tmp_path):
 
 @pytest.mark.parametrize("group_by_length", [False, True])
 def test_quiz_batches_cover_the_quiz_set_each_pass_and_group_by_length(group_by_length):
-    from utils.features import PadCollator
-    from utils.lgtm import QuizBatches
-    from utils.runtime import Runtime
+    from utils.engine.features import PadCollator
+    from utils.methods.lgtm import QuizBatches
+    from utils.engine.runtime import Runtime
 
     lengths = [2 + (7 * i) % 31 for i in range(64)]
     features = [{"input_ids": list(range(1, n + 1)), "attention_mask": [1] * n, "labels": i % 2}

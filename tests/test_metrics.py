@@ -6,8 +6,8 @@ import warnings
 import numpy as np
 import pytest
 
-from utils.glue_data import GLUE_TASKS
-from utils.metrics import glue_metrics
+from utils.tasks.glue_data import GLUE_TASKS
+from utils.tasks.metrics import glue_metrics
 
 # Binary confusion matrix: labels 1 1 1 1 0 0, predictions 1 1 1 0 1 0
 #   TP = 3, FN = 1, FP = 1, TN = 1

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 import collect_results
-from utils.errors import UserError
-from utils.mini_data import make_subsample, parse_max_train
-from utils.mini_models import MODEL_ZIP, make_models
-from utils.tiny_models import make_tiny_bert
+from utils.engine.errors import UserError
+from utils.miniature.mini_data import make_subsample, parse_max_train
+from utils.miniature.mini_models import MODEL_ZIP, make_models
+from utils.miniature.tiny_models import make_tiny_bert
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHON": sys.executable}
@@ -56,7 +56,7 @@ def test_the_student_is_every_other_layer_of_the_packaged_teacher(tmp_path):
 
 
 def test_a_wrong_wheel_or_layer_list_is_one_line(tmp_path, capsys):
-    from utils import mini_models
+    from utils.miniature import mini_models
 
     not_a_wheel = tmp_path / "x.whl"
     not_a_wheel.write_bytes(b"not a zip")

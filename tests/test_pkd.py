@@ -15,10 +15,10 @@ import run_glue_w_distillation
 import run_imdb_w_distillation
 from losses import OneToOneLoss, patient_loss
 from tests.conftest import run_main
-from utils.errors import UserError
-from utils.one_to_one import cls_states, patient_layers
-from utils.synthetic_imdb import write_acl_imdb
-from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
+from utils.engine.errors import UserError
+from utils.methods.one_to_one import cls_states, patient_layers
+from utils.miniature.synthetic_imdb import write_acl_imdb
+from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
 
 
 def numpy_patient_loss(student, teacher):

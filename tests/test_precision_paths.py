@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from tests.test_lgtm import HYPER_PARAMETERS, random_batch, tiny_bert
-from utils.features import PadCollator
-from utils.lgtm import TeacherUpdate, _perturbed_probabilities, make_teacher_optimizer
-from utils.runtime import Runtime
+from utils.engine.features import PadCollator
+from utils.methods.lgtm import TeacherUpdate, _perturbed_probabilities, make_teacher_optimizer
+from utils.engine.runtime import Runtime
 
 
 def test_batches_are_padded_to_a_multiple_of_8_on_cuda_capped_at_max_length():
@@ -128,7 +128,7 @@ def test_a_checkpoint_without_a_newer_component_resumes_with_it_afresh(tmp_path,
     """An fp16 ProKT checkpoint written before the teacher's scaler existed still resumes."""
     import logging
 
-    from utils.checkpoints import Position, load_checkpoint, save_checkpoint
+    from utils.engine.checkpoints import Position, load_checkpoint, save_checkpoint
 
     model = tiny_bert(seed=9)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -137,7 +137,7 @@ def test_a_checkpoint_without_a_newer_component_resumes_with_it_afresh(tmp_path,
                     save_total_limit=0)
     folder = tmp_path / "checkpoint-3"
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    with caplog.at_level(logging.WARNING, logger="utils.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="utils.engine.checkpoints"):
         position = load_checkpoint(folder, model, {"optimizer": optimizer, "teacher_scaler": scaler}, runtime)
     assert position.global_step == 3 and scaler.get_scale() == 1024.0
     assert "has no teacher_scaler (written by an earlier version): it starts afresh" in caplog.text

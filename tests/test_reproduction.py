@@ -134,10 +134,10 @@ def test_a_run_with_results_but_no_completion_mark_is_run_again_and_not_counted(
 
 
 def test_collect_results_and_the_scripts_name_the_completion_mark_the_runs_write():
-    import utils.runtime
+    import utils.engine.runtime
 
-    assert collect_results.COMPLETION_MARK == utils.runtime.COMPLETION_MARK
-    assert f"COMPLETION_MARK={utils.runtime.COMPLETION_MARK}\n" in (SCRIPTS / "common.sh").read_text()
+    assert collect_results.COMPLETION_MARK == utils.engine.runtime.COMPLETION_MARK
+    assert f"COMPLETION_MARK={utils.engine.runtime.COMPLETION_MARK}\n" in (SCRIPTS / "common.sh").read_text()
 
 
 def test_finished_runs_are_skipped_and_left_out_of_the_job_list(tmp_path):

@@ -13,9 +13,9 @@ import run_imdb
 import run_lgtm_glue
 import run_squad_w_distillation
 from tests.conftest import run_main
-from utils.synthetic_imdb import write_acl_imdb
-from utils.synthetic_squad import write_squad_dir
-from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
+from utils.miniature.synthetic_imdb import write_acl_imdb
+from utils.miniature.synthetic_squad import write_squad_dir
+from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,15 +17,15 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, FunnelConfig, FunnelForSequenceClassification
 
 import run_glue_w_distillation
-import utils.loop
+import utils.engine.loop
 from tests.conftest import run_main
-from utils.cli import ArgumentParser, add_training_args, resolved_options
-from utils.features import PadCollator, model_inputs
-from utils.glue_data import get_task, read_glue_tsv
-from utils.models import forward_arguments, load_classifier, load_tokenizer
-from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
-from utils.loop import train
-from utils.runtime import Runtime
+from utils.engine.cli import ArgumentParser, add_training_args, resolved_options
+from utils.engine.features import PadCollator, model_inputs
+from utils.tasks.glue_data import get_task, read_glue_tsv
+from utils.engine.models import forward_arguments, load_classifier, load_tokenizer
+from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
+from utils.engine.loop import train
+from utils.engine.runtime import Runtime
 
 # the paper's loss (task + cross-correlation with the sub-teacher) with logit KD added
 LOSS = ["--alpha_glue", "0.5", "--alpha_ce", "0.5", "--alpha_corr", "0.01", "--alpha_mse", "0", "--alpha_cos", "0",
@@ -44,7 +44,7 @@ def models(tmp_path_factory):
 def logged_losses(monkeypatch):
     """The means (loss and its terms) of every logging interval of the runs in this test, per run."""
     runs = []
-    pop_means = utils.loop._RunningSums.pop_means
+    pop_means = utils.engine.loop._RunningSums.pop_means
 
     def recording(self, step):
         means, count = pop_means(self, step)
@@ -53,7 +53,7 @@ def logged_losses(monkeypatch):
         runs[-1].append(means)
         return means, count
 
-    monkeypatch.setattr(utils.loop._RunningSums, "pop_means", recording)
+    monkeypatch.setattr(utils.engine.loop._RunningSums, "pop_means", recording)
     return runs
 
 

@@ -14,10 +14,10 @@ import torch
 from transformers import AutoModelForQuestionAnswering, BertTokenizer
 
 from tests.conftest import run_main
-from utils import squad_metrics
-from utils.errors import UserError
-from utils.features import PadCollator
-from utils.squad import (
+from utils.tasks import squad_metrics
+from utils.engine.errors import UserError
+from utils.engine.features import PadCollator
+from utils.tasks.squad import (
     Window,
     best_answers,
     encode_windows,
@@ -27,10 +27,10 @@ from utils.squad import (
     span_loss,
     training_features,
 )
-from utils.squad_data import load_squad_split, read_squad_file, squad_file, training_examples
-from utils.squad_metrics import exact_match, gold_answers, normalize_answer, squad_scores, token_f1
-from utils.synthetic_squad import QUESTIONS, STADIUM, squad_dataset, write_json_file
-from utils.tiny_models import make_tiny_bert, tiny_vocab
+from utils.tasks.squad_data import load_squad_split, read_squad_file, squad_file, training_examples
+from utils.tasks.squad_metrics import exact_match, gold_answers, normalize_answer, squad_scores, token_f1
+from utils.miniature.synthetic_squad import QUESTIONS, STADIUM, squad_dataset, write_json_file
+from utils.miniature.tiny_models import make_tiny_bert, tiny_vocab
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,7 +100,7 @@ def test_standalone_scorer_prints_the_official_json(tmp_path):
     predictions = {question_id: answers[0] for question_id, answers in golds.items()}
     predictions["q00"] = "the mat on"
     write_json_file(tmp_path / "predictions.json", predictions)
-    done = subprocess.run([sys.executable, "-m", "utils.squad_metrics", str(dev), str(tmp_path / "predictions.json")],
+    done = subprocess.run([sys.executable, "-m", "utils.tasks.squad_metrics", str(dev), str(tmp_path / "predictions.json")],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""

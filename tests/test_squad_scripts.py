@@ -16,9 +16,9 @@ import losses.one_to_one
 import run_squad
 import run_squad_w_distillation
 from tests.conftest import run_main
-from utils.squad_data import read_squad_file
-from utils.synthetic_squad import QUESTIONS, squad_dataset, write_json_file, write_squad_dir
-from utils.tiny_models import make_tiny_bert, make_tiny_distilbert
+from utils.tasks.squad_data import read_squad_file
+from utils.miniature.synthetic_squad import QUESTIONS, squad_dataset, write_json_file, write_squad_dir
+from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,7 +96,7 @@ def test_teacher_seed_command_saves_model_results_and_predictions(teacher):
 
 
 def test_standalone_scorer_agrees_with_the_run(teacher, data_dir):
-    done = subprocess.run([sys.executable, "-m", "utils.squad_metrics", str(data_dir / "dev.json"),
+    done = subprocess.run([sys.executable, "-m", "utils.tasks.squad_metrics", str(data_dir / "dev.json"),
                            str(teacher / "output" / "predictions.json")], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     results = read_json(teacher / "output" / "eval_results.json")

@@ -16,15 +16,15 @@ from transformers import BertForQuestionAnswering, BertTokenizer
 import run_glue_w_distillation
 import run_imdb_w_distillation
 import run_squad_w_distillation
-import utils.one_to_one
+import utils.methods.one_to_one
 from losses import OneToOneLoss
 from tests.conftest import run_main
-from utils.errors import UserError
-from utils.features import PadCollator
-from utils.runtime import Runtime
-from utils.synthetic_imdb import write_acl_imdb
-from utils.synthetic_squad import write_squad_dir
-from utils.teacher_cache import DTYPES, TeacherCache, with_example_index
+from utils.engine.errors import UserError
+from utils.engine.features import PadCollator
+from utils.engine.runtime import Runtime
+from utils.miniature.synthetic_imdb import write_acl_imdb
+from utils.miniature.synthetic_squad import write_squad_dir
+from utils.methods.teacher_cache import DTYPES, TeacherCache, with_example_index
 
 VOCAB, WIDTH, LABELS, PADDED_LENGTH = 30, 16, 3, 12
 COLLATE = PadCollator({"": 0})
@@ -146,7 +146,7 @@ def test_cached_cls_states_of_the_pkd_layers_equal_those_of_the_rounded_teacher(
 
 def test_a_cache_above_the_memory_limit_is_mapped_under_the_checkpoint_dir(tmp_path, caplog):
     teacher, features = FakeTeacher(), with_example_index(fake_features())
-    with caplog.at_level(logging.INFO, logger="utils.teacher_cache"):
+    with caplog.at_level(logging.INFO, logger="utils.methods.teacher_cache"):
         cache = fill(cache_args(tmp_path, cache_teacher_max_memory_gb=0.0), teacher, features)
     assert isinstance(cache.hidden, np.memmap)
     tokens = sum(len(feature["input_ids"]) for feature in features)
@@ -244,7 +244,7 @@ def assert_near_weights(out, reference, initial, fraction):
     assert difference <= fraction * update, (difference, update)
 
 
-def rounded_teacher(monkeypatch, dtype, module=utils.one_to_one, name="classifier_teacher_outputs"):
+def rounded_teacher(monkeypatch, dtype, module=utils.methods.one_to_one, name="classifier_teacher_outputs"):
     """Make the scripts' live teacher (``module.name`` makes its outputs function) return its
     outputs rounded to ``dtype``, as the cache stores them."""
     live = getattr(module, name)
@@ -339,7 +339,7 @@ def test_squad_with_the_cache_matches_the_teacher(padding, tiny_models, squad_te
     assert run_main(run_squad_w_distillation.main, argv(plain, *padding)) == 0
     assert run_main(run_squad_w_distillation.main, argv(cached, *padding, "--cache_teacher")) == 0
     with monkeypatch.context() as patch:
-        rounded_teacher(patch, torch.float16, utils.one_to_one, "span_teacher_outputs")
+        rounded_teacher(patch, torch.float16, utils.methods.one_to_one, "span_teacher_outputs")
         assert run_main(run_squad_w_distillation.main, argv(rounded, *padding)) == 0
     assert_close_weights(cached, rounded, tiny_models["distilbert"], atol=1e-6)
     assert_near_weights(cached, plain, tiny_models["distilbert"], fraction=0.01)

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from utils.loop import epoch_batches
+from utils.engine.loop import epoch_batches
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
@@ -58,9 +58,9 @@ def test_the_micro_batch_hook_runs_once_per_micro_batch_under_the_loop_autocast(
 
     import torch
 
-    from utils.cli import ArgumentParser, add_training_args, resolved_options
-    from utils.loop import planned_hook_calls, planned_steps, train
-    from utils.runtime import Runtime
+    from utils.engine.cli import ArgumentParser, add_training_args, resolved_options
+    from utils.engine.loop import planned_hook_calls, planned_steps, train
+    from utils.engine.runtime import Runtime
 
     parser = ArgumentParser()
     add_training_args(parser, batch_size=8, learning_rate=1e-2, epochs=2.0)

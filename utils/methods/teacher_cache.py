@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from utils.cli import add_flag
-from utils.errors import UserError
-from utils.runtime import checkpoint_dir, move_to_device
+from utils.engine.cli import add_flag
+from utils.engine.errors import UserError
+from utils.engine.runtime import checkpoint_dir, move_to_device
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from utils.errors import UserError
+from utils.engine.errors import UserError
 
 logger = logging.getLogger(__name__)
 

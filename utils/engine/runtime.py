@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 import transformers
 
-from utils.checkpoints import TRAINING_STATE, checkpoints_in
-from utils.errors import UserError
+from utils.engine.checkpoints import TRAINING_STATE, checkpoints_in
+from utils.engine.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def move_to_device(batch, device):
 
 COMPLETION_MARK = "run_complete.json"
 RUN_ARGS = "run_args.json"
-# the results the scripts write (utils.glue, utils.imdb, utils.squad, run_lgtm_glue.py), removed with
+# the results the scripts write (utils.tasks.glue, utils.tasks.imdb, utils.tasks.squad, run_lgtm_glue.py), removed with
 # --overwrite_output_dir so that none of an old run's passes for the new run's
 RESULT_FILES = ("eval_results.json", "teacher_eval_results.json", "predictions.json", "nbest_predictions.json")
 # what a start writes before its first checkpoint: a folder holding only these is not a run yet

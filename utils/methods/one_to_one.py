@@ -6,7 +6,7 @@ The loss options with each script's released defaults, the checks that a student
 can be compared, and for each kind of model (sequence classifiers for GLUE and IMDB, span
 predictors for SQuAD) loading the teacher, its targets for the training set (the frozen teacher
 itself or its ``TeacherCache``) and the loss of one training batch (``compute_loss`` of
-``utils.loop.train``)."""
+``utils.engine.loop.train``)."""
 
 import dataclasses
 import logging
@@ -18,10 +18,10 @@ import torch.distributed as dist
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from losses import OneToOneLoss
-from utils.cli import add_flag
-from utils.errors import UserError
-from utils.features import model_inputs
-from utils.models import (
+from utils.engine.cli import add_flag
+from utils.engine.errors import UserError
+from utils.engine.features import model_inputs
+from utils.engine.models import (
     forward_arguments,
     hidden_width,
     is_sequence_classifier,
@@ -33,8 +33,8 @@ from utils.models import (
     num_layers,
     same_vocabulary,
 )
-from utils.squad import span_logits, span_loss
-from utils.teacher_cache import TeacherCache, with_example_index
+from utils.tasks.squad import span_logits, span_loss
+from utils.methods.teacher_cache import TeacherCache, with_example_index
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ def classifier_teacher_targets(args, runtime, pair, loss, task, train_features, 
 
 
 def classifier_distillation_loss(pair, loss, teacher_outputs):
-    """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.loop.train``.
+    """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.engine.loop.train``.
 
     The student's forward gives the task loss, its logits, (when a feature loss is on) its last
     hidden layer and (with the PKD term) the [CLS] states of its layers of
@@ -392,7 +392,7 @@ def teacher_span_logits(logits, batch, released_padding):
 
 
 def span_distillation_loss(student, loss, teacher_outputs, released_padding):
-    """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.loop.train`` on SQuAD windows.
+    """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.engine.loop.train`` on SQuAD windows.
 
     The student's start and end logits (masked by ``span_logits``; ``released_padding`` with
     ``--pad_to_max_length``) give the span loss; ``teacher_outputs(batch)``

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.cli import add_flag
-from utils.errors import UserError
-from utils.features import model_inputs
-from utils.models import forward_arguments, max_input_length
-from utils.squad_data import HUB_DATASET, load_squad_split, squad_file, training_examples
-from utils.squad_metrics import gold_answers, squad_scores
-from utils.loop import predict
-from utils.runtime import write_json
+from utils.engine.cli import add_flag
+from utils.engine.errors import UserError
+from utils.engine.features import model_inputs
+from utils.engine.models import forward_arguments, max_input_length
+from utils.tasks.squad_data import HUB_DATASET, load_squad_split, squad_file, training_examples
+from utils.tasks.squad_metrics import gold_answers, squad_scores
+from utils.engine.loop import predict
+from utils.engine.runtime import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def answer_positions(window, answer_start, answer_end):
 
 def training_features(tokenizer, examples, *, max_seq_length, doc_stride, max_query_length):
     """Model inputs and answer positions of every window of ``examples`` (which carry an
-    ``answer_span``, see ``utils.squad_data.training_examples``)."""
+    ``answer_span``, see ``utils.tasks.squad_data.training_examples``)."""
     features = []
     for window in encode_windows(tokenizer, examples, max_seq_length=max_seq_length, doc_stride=doc_stride,
                                  max_query_length=max_query_length):

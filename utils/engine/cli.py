@@ -5,7 +5,7 @@ import json
 import logging
 from pathlib import Path
 
-from utils.errors import UserError
+from utils.engine.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ Training uses the first answer of each question; evaluation scores against all o
 import logging
 from pathlib import Path
 
-from utils.errors import UserError
-from utils.glue_data import decode_json, read_text
+from utils.engine.errors import UserError
+from utils.tasks.glue_data import decode_json, read_text
 
 logger = logging.getLogger(__name__)
 

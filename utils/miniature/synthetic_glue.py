@@ -13,7 +13,7 @@ words that carry none.
 import random
 from pathlib import Path
 
-from utils.glue_data import get_task
+from utils.tasks.glue_data import get_task
 
 SUBJECTS = ["the man", "the woman", "the dog", "the cat", "a man", "a woman"]
 CUES = ["good", "bad", "not"]  # class 0, 1, 2 of the synthetic rule
