@@ -10,9 +10,19 @@ Saves the fine-tuned model with ``save_pretrained`` in output_dir, writes
 server's test prediction files.
 """
 
-from utils.engine.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
+from utils.engine.cli import (
+    ArgumentParser,
+    add_flag,
+    add_training_args,
+    check_training_args,
+    resolved_options,
+    save_run_args,
+)
 from utils.engine.errors import exit_on_user_error
 from utils.engine.features import PadCollator, model_inputs
+from utils.engine.loop import train
+from utils.engine.models import fine_tuning_loss, forward_arguments, load_classifier, load_tokenizer
+from utils.engine.runtime import mark_complete, save_trained, start_run
 from utils.tasks.glue import (
     add_glue_data_args,
     check_max_seq_length,
@@ -23,9 +33,6 @@ from utils.tasks.glue import (
     write_results,
 )
 from utils.tasks.glue_data import get_task
-from utils.engine.models import fine_tuning_loss, forward_arguments, load_classifier, load_tokenizer
-from utils.engine.loop import train
-from utils.engine.runtime import mark_complete, save_trained, start_run
 
 
 def parse_args(argv=None):

@@ -8,9 +8,19 @@ aclImdb folder (``--data_dir``) or csv/json files; the fine-tuned model is saved
 output_dir_intermed, and the test-split accuracy to ``eval_results.json``.
 """
 
-from utils.engine.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
+from utils.engine.cli import (
+    ArgumentParser,
+    add_flag,
+    add_training_args,
+    check_training_args,
+    resolved_options,
+    save_run_args,
+)
 from utils.engine.errors import exit_on_user_error
 from utils.engine.features import PadCollator, model_inputs
+from utils.engine.loop import train
+from utils.engine.models import fine_tuning_loss, forward_arguments, load_classifier, load_tokenizer
+from utils.engine.runtime import mark_complete, save_trained, start_run
 from utils.tasks.imdb import (
     IMDB,
     add_imdb_data_args,
@@ -21,9 +31,6 @@ from utils.tasks.imdb import (
     load_imdb_test_set,
     write_eval_results,
 )
-from utils.engine.models import fine_tuning_loss, forward_arguments, load_classifier, load_tokenizer
-from utils.engine.loop import train
-from utils.engine.runtime import mark_complete, save_trained, start_run
 
 
 def parse_args(argv=None):

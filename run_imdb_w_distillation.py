@@ -11,17 +11,29 @@ tokenizer) in output_dir, checkpoints and TensorBoard logs in output_dir_interme
 the test-split accuracy to ``eval_results.json``.
 """
 
-from utils.engine.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
+from utils.engine.cli import (
+    ArgumentParser,
+    add_flag,
+    add_training_args,
+    check_training_args,
+    resolved_options,
+    save_run_args,
+)
+from utils.engine.errors import exit_on_user_error
+from utils.engine.features import PadCollator, model_inputs
+from utils.engine.loop import train
+from utils.engine.models import forward_arguments
+from utils.engine.runtime import mark_complete, save_trained, start_run
 from utils.methods.one_to_one import (
     across_processes,
     add_distillation_args,
     classifier_distillation_loss,
+    classifier_teacher_targets,
     load_student_and_teacher,
     loss_from_args,
-    classifier_teacher_targets,
 )
-from utils.engine.errors import exit_on_user_error
-from utils.engine.features import PadCollator, model_inputs
+from utils.methods.teacher import add_teacher_args
+from utils.methods.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.tasks.imdb import (
     IMDB,
     add_imdb_data_args,
@@ -32,17 +44,13 @@ from utils.tasks.imdb import (
     load_imdb_test_set,
     write_eval_results,
 )
-from utils.engine.models import forward_arguments
-from utils.methods.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
-from utils.engine.loop import train
-from utils.engine.runtime import mark_complete, save_trained, start_run
 
 TASK_WEIGHT = "alpha_imdb"  # the option that weighs the task loss
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher_model_name_or_path", required=True, help="the teacher fine-tuned on IMDB")
+    add_teacher_args(parser, "--teacher_model_name_or_path", required=True, help="the teacher fine-tuned on IMDB")
     parser.add_argument("--student_model_name_or_path", required=True, help="the student's initial weights")
     add_flag(parser, "--do_lower_case", help="lower-case the text for the student's tokenizer")
     add_flag(parser, "--do_train", default=True, help="train (default True)")

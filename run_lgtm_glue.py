@@ -21,9 +21,28 @@ from pathlib import Path
 
 import torch
 
-from utils.engine.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
+from utils.engine.cli import (
+    ArgumentParser,
+    add_flag,
+    add_training_args,
+    check_training_args,
+    resolved_options,
+    save_run_args,
+)
 from utils.engine.errors import UserError, exit_on_user_error
 from utils.engine.features import PadCollator, model_inputs, tokenize_examples
+from utils.engine.loop import make_optimizer, train
+from utils.engine.models import (
+    forward_arguments,
+    is_sequence_classifier,
+    load_classifier,
+    load_config,
+    load_tokenizer,
+    same_vocabulary,
+)
+from utils.engine.runtime import mark_complete, save_trained, start_run, write_json
+from utils.methods.lgtm import BestScore, QuizBatches, online_student_loss, teacher_logits_of, teacher_step_from_args
+from utils.methods.teacher import add_teacher_args, load_teacher
 from utils.tasks.glue import (
     add_glue_data_args,
     check_max_seq_length,
@@ -35,24 +54,6 @@ from utils.tasks.glue import (
     write_results,
 )
 from utils.tasks.glue_data import get_task
-from utils.methods.lgtm import (
-    BestScore,
-    QuizBatches,
-    TeacherUpdate,
-    make_teacher_optimizer,
-    online_student_loss,
-    teacher_logits_of,
-)
-from utils.engine.loop import make_optimizer, make_scheduler, planned_hook_calls, train
-from utils.engine.models import (
-    forward_arguments,
-    is_sequence_classifier,
-    load_classifier,
-    load_config,
-    load_tokenizer,
-    same_vocabulary,
-)
-from utils.engine.runtime import mark_complete, save_trained, start_run, write_json
 
 logger = logging.getLogger("run_lgtm_glue")
 
@@ -60,7 +61,7 @@ logger = logging.getLogger("run_lgtm_glue")
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_name_or_path", required=True, help="the student's initial weights")
-    parser.add_argument("--teacher_model", default=None, help="the teacher (fine-tuned for KD)")
+    add_teacher_args(parser, "--teacher_model", help="the teacher (fine-tuned for KD)")
     parser.add_argument("--num_layers", type=int, default=6, help="the student keeps its first k layers")
     add_flag(parser, "--do_train")
     add_flag(parser, "--do_eval")
@@ -74,8 +75,6 @@ def parse_args(argv=None):
     add_flag(group, "--init_classifier_to_zero", "--init_classifier_as_zero",
              help="set the classification heads of both models to zero")
     add_flag(group, "--use_lgtm", help="weight the teacher's update by distillation influence (LGTM)")
-    add_flag(group, "--allow_untrained_teacher_head",
-             help="KD from a teacher saved without a trained head (refused otherwise: its logits are random)")
     group.add_argument("--lgtm_r", type=float, default=0.01, help="finite-difference step: eps = r / ||v||")
     group.add_argument("--quiz_source", choices=["validation", "train_split"], default="validation",
                        help="quiz batches from the dev set (as released) or from a held-out part of train")
@@ -87,8 +86,8 @@ def parse_args(argv=None):
     if args.use_lgtm and not args.train_teacher:
         raise UserError("--use_lgtm updates the teacher: it needs --train_teacher (and, as in the paper, "
                         "--init_classifier_to_zero)")
-    if args.do_train and not args.teacher_model:
-        raise UserError("--do_train needs a --teacher_model")
+    if args.do_train and not args.teacher_name_or_path:
+        raise UserError("--do_train needs a --teacher_model (--teacher_name_or_path)")
     if not 0 < args.quiz_ratio < 1:
         raise UserError(f"--quiz_ratio must be between 0 and 1, got {args.quiz_ratio}")
     if args.temperature <= 0:
@@ -108,34 +107,21 @@ def parse_args(argv=None):
 
 
 def load_models(args, task, tokenizer):
-    """The student (first ``--num_layers`` layers) and the teacher, checked against each other.
-
-    A checkpoint saved as a sequence classifier keeps its head (and must have the task's label
-    count); a pre-trained encoder gets a new head.
-    """
-    student_is_classifier = is_sequence_classifier(load_config(args.model_name_or_path, what="student"))
+    """The student (first ``--num_layers`` layers) and the teacher (``utils.methods.teacher``: a
+    checkpoint saved as a sequence classifier keeps its head, a pre-trained encoder gets a new one,
+    refused for KD's frozen teacher unless ``--allow_untrained_teacher_head``), which must share the
+    student's vocabulary. A student saved as a sequence classifier keeps its head when it is not
+    trained here (evaluation, predictions)."""
     teacher = None
-    if args.teacher_model:
-        teacher_config = load_config(args.teacher_model, what="teacher", cache_dir=args.cache_dir)
-        teacher_is_classifier = is_sequence_classifier(teacher_config)
-        if teacher_is_classifier and teacher_config.num_labels != task.num_labels:
-            raise UserError(f"the teacher {args.teacher_model} has {teacher_config.num_labels} labels and the student "
-                            f"needs {task.num_labels} for {task.name}: pass a teacher fine-tuned on {task.name}, "
-                            "or a pre-trained one without a classification head")
-        teacher_tokenizer = load_tokenizer(args.teacher_model, what="teacher", cache_dir=args.cache_dir)
+    if args.teacher_name_or_path:
+        untrained_head = ("train" if args.train_teacher else "allow" if args.allow_untrained_teacher_head
+                          else "refuse")
+        teacher, teacher_tokenizer = load_teacher(args.teacher_name_or_path, task, cache_dir=args.cache_dir,
+                                                  untrained_head=untrained_head)
         if not same_vocabulary(tokenizer, teacher_tokenizer):
-            raise UserError(f"the student {args.model_name_or_path} and the teacher {args.teacher_model} use "
+            raise UserError(f"the student {args.model_name_or_path} and the teacher {args.teacher_name_or_path} use "
                             "different vocabularies; KD, ProKT and LGTM feed both the same token ids")
-        if not teacher_is_classifier and not (args.train_teacher or args.allow_untrained_teacher_head):
-            raise UserError(f"KD distils from a frozen teacher, but {args.teacher_model} was saved without a trained "
-                            "classification head (its logits would be random): pass a teacher fine-tuned on "
-                            f"{task.name} (run_glue.py), or --allow_untrained_teacher_head")
-        if not teacher_is_classifier:
-            logger.warning("the teacher %s has no trained classification head: %s", args.teacher_model,
-                           "ProKT and LGTM train a new one with it" if args.train_teacher
-                           else "KD distils its random logits (--allow_untrained_teacher_head)")
-        teacher = load_classifier(args.teacher_model, task, what="teacher", cache_dir=args.cache_dir,
-                                  keep_head=teacher_is_classifier)
+    student_is_classifier = is_sequence_classifier(load_config(args.model_name_or_path, what="student"))
     student = load_classifier(args.model_name_or_path, task, what="student", cache_dir=args.cache_dir,
                               keep_head=student_is_classifier and not args.do_train,
                               num_layers=args.num_layers if args.do_train else None)
@@ -160,6 +146,66 @@ def split_quiz(args, task, examples):
             [e for i, e in enumerate(examples) if i in held_out])
 
 
+def train_online(args, command, runtime, task, student, teacher, tokenizer, collate, evaluate_model, resume):
+    """Train the student from the teacher (KD; ProKT and LGTM update the teacher too) and keep the
+    student with the best dev metric in output_dir, with ``eval_results.json`` and
+    ``teacher_eval_results.json``; without dev sets (``evaluate_model`` None), the last student."""
+    # Training and quiz data
+    teacher.to(runtime.device)
+    train_examples, quiz_examples = split_quiz(args, task, load_glue_examples(args, task, "train",
+                                                                              args.max_train_samples))
+
+    def features_of(examples):
+        return labelled_features(tokenize_examples(tokenizer, examples, args.max_seq_length), examples)
+
+    train_features = features_of(train_examples)
+    quiz_batches = None
+    if args.use_lgtm:
+        quiz_batches = QuizBatches(features_of(quiz_examples), collate, batch_size=args.per_device_train_batch_size,
+                                   seed=args.seed + 1, group_by_length=args.group_by_length, runtime=runtime)
+
+    # The method: KD distils from the frozen teacher; ProKT and LGTM also take a teacher step on
+    # every micro-batch (the loop's micro_batch_hook)
+    student_optimizer = make_optimizer(student, args)
+    teacher_step = teacher_step_from_args(args, runtime, teacher, student, student_optimizer, quiz_batches,
+                                          len(train_features))
+    if teacher_step is not None:
+        teacher.train()
+    else:
+        teacher.eval().requires_grad_(False)
+    compute_loss = online_student_loss(student, teacher_logits_of(teacher), alpha_kd=args.alpha_kd,
+                                       temperature=args.temperature)
+    if runtime.is_main:
+        save_run_args(command, args.output_dir)
+
+    # Evaluation, and the best student kept in output_dir
+    best = BestScore()
+
+    def evaluate(step):
+        metrics, teacher_metrics = evaluate_model(student), evaluate_model(teacher)
+        if teacher_step is not None:
+            teacher.train()
+        logger.info("step %d: student %s, teacher %s", step, metrics, teacher_metrics)
+        if math.isfinite(metrics[task.main_metric]) and metrics[task.main_metric] > best.value:
+            best.value = metrics[task.main_metric]
+            save_trained(student, tokenizer, args.output_dir, runtime)
+            if runtime.is_main:
+                write_json(Path(args.output_dir) / "eval_results.json", dict(metrics, step=step))
+                write_json(Path(args.output_dir) / "teacher_eval_results.json", dict(teacher_metrics, step=step))
+        return {**metrics, **{f"teacher_{name}": value for name, value in teacher_metrics.items()}}
+
+    # Train!
+    evaluates = evaluate_model is not None
+    result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
+                   compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate if evaluates else None,
+                   micro_batch_hook=teacher_step, extra_components={"teacher": teacher, "best": best},
+                   resume_from=resume, optimizer=student_optimizer)
+    if evaluates and result.global_step % args.eval_steps != 0:
+        evaluate(result.global_step)
+    elif not evaluates:
+        save_trained(student, tokenizer, args.output_dir, runtime, "student", result)
+
+
 @exit_on_user_error
 def main(argv=None):
     command = parse_args(argv)
@@ -177,83 +223,14 @@ def main(argv=None):
     eval_sets = load_glue_dev_sets(args, task, tokenizer) if args.do_eval else {}
     prediction_sets = load_prediction_sets(args, task, tokenizer)
 
-    def logits_of(model):
-        accepted = forward_arguments(model)
-        return lambda batch: model(**model_inputs(batch, accepted)).logits
-
     def evaluate_model(model):
         model.eval()
         return evaluate_splits(logits_of(model), task, eval_sets, collate, args.per_device_eval_batch_size, runtime)
 
+    # Training, or evaluation of the given student
     if args.do_train:
-        # Training and quiz data
-        teacher.to(runtime.device)
-        train_examples, quiz_examples = split_quiz(args, task, load_glue_examples(args, task, "train",
-                                                                                  args.max_train_samples))
-
-        def features_of(examples):
-            return labelled_features(tokenize_examples(tokenizer, examples, args.max_seq_length), examples)
-
-        train_features = features_of(train_examples)
-        quiz_batches = QuizBatches(features_of(quiz_examples), collate, batch_size=args.per_device_train_batch_size,
-                                   seed=args.seed + 1, group_by_length=args.group_by_length, runtime=runtime)
-
-        # The method: KD distils from the frozen teacher; ProKT and LGTM also update the teacher,
-        # one step on every micro-batch (the loop's micro_batch_hook)
-        student_optimizer = make_optimizer(student, args)
-        best = BestScore()
-        components = {"teacher": teacher, "quiz": quiz_batches, "best": best}
-        teacher_update = None
-        if args.train_teacher:
-            teacher_optimizer = make_teacher_optimizer(teacher, args.t_learning_rate, args.adam_epsilon)
-            # as long as the loop calls its micro_batch_hook: one teacher step per micro-batch
-            teacher_scheduler = make_scheduler(teacher_optimizer, args,
-                                               planned_hook_calls(len(train_features), args, runtime))
-            components.update(teacher_optimizer=teacher_optimizer, teacher_scheduler=teacher_scheduler)
-            teacher_update = TeacherUpdate(
-                teacher, student, teacher_optimizer, teacher_scheduler, runtime, t_alpha_kd=args.t_alpha_kd,
-                temperature=args.temperature, max_grad_norm=args.max_grad_norm,
-                quiz_batches=quiz_batches if args.use_lgtm else None, student_optimizer=student_optimizer,
-                alpha_kd=args.alpha_kd, lgtm_r=args.lgtm_r)
-            if teacher_update.scaler.is_enabled():  # float16 ProKT: the teacher's loss scale resumes too
-                components["teacher_scaler"] = teacher_update.scaler
-            teacher.train()
-        else:
-            teacher.eval().requires_grad_(False)
-        if runtime.is_main:
-            save_run_args(command, args.output_dir)
-        compute_loss = online_student_loss(student, teacher_logits_of(teacher), alpha_kd=args.alpha_kd,
-                                           temperature=args.temperature)
-
-        # Evaluation, and the best student kept in output_dir
-        def evaluate(step):
-            metrics, teacher_metrics = evaluate_model(student), evaluate_model(teacher)
-            if args.train_teacher:
-                teacher.train()
-            logger.info("step %d: student %s, teacher %s", step, metrics, teacher_metrics)
-            return {**metrics, **{f"teacher_{name}": value for name, value in teacher_metrics.items()}}
-
-        def keep_best_student(step, metrics):
-            student_metrics = {name: value for name, value in metrics.items() if not name.startswith("teacher_")}
-            if not math.isfinite(student_metrics[task.main_metric]) or student_metrics[task.main_metric] <= best.value:
-                return
-            best.value = student_metrics[task.main_metric]
-            save_trained(student, tokenizer, args.output_dir, runtime)
-            if runtime.is_main:
-                teacher_metrics = {name[len("teacher_"):]: value for name, value in metrics.items()
-                                   if name.startswith("teacher_")}
-                write_json(Path(args.output_dir) / "eval_results.json", dict(student_metrics, step=step))
-                write_json(Path(args.output_dir) / "teacher_eval_results.json", dict(teacher_metrics, step=step))
-
-        # Train!
-        result = train(args, runtime, model=student, train_dataset=train_features, collate_fn=collate,
-                       compute_loss=compute_loss, tokenizer=tokenizer, evaluate=evaluate if eval_sets else None,
-                       on_evaluation=keep_best_student, micro_batch_hook=teacher_update,
-                       extra_components=components, resume_from=resume, optimizer=student_optimizer)
-        if eval_sets and result.global_step % args.eval_steps != 0:
-            keep_best_student(result.global_step, evaluate(result.global_step))
-        elif not eval_sets:
-            save_trained(student, tokenizer, args.output_dir, runtime, "student", result)
+        train_online(args, command, runtime, task, student, teacher, tokenizer, collate,
+                     evaluate_model if eval_sets else None, resume)
     elif eval_sets:
         metrics = evaluate_model(student)
         if runtime.is_main:
@@ -266,6 +243,12 @@ def main(argv=None):
         student.eval()
         write_results(args, runtime, None, logits_of(student), {}, prediction_sets, collate)
     mark_complete(args.output_dir, runtime, "run_lgtm_glue.py", trained=args.do_train)
+
+
+def logits_of(model):
+    """``logits(batch)``: ``model``'s logits of a batch (the inputs its forward takes)."""
+    accepted = forward_arguments(model)
+    return lambda batch: model(**model_inputs(batch, accepted)).logits
 
 
 if __name__ == "__main__":

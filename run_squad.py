@@ -9,10 +9,19 @@ and its tokenizer with ``save_pretrained`` in output_dir, writes ``eval_results.
 ``nbest_predictions.json``; checkpoints and TensorBoard logs go to ``--output_dir_intermed``.
 """
 
-from utils.engine.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
+from utils.engine.cli import (
+    ArgumentParser,
+    add_flag,
+    add_training_args,
+    check_training_args,
+    resolved_options,
+    save_run_args,
+)
 from utils.engine.errors import exit_on_user_error
 from utils.engine.features import PadCollator, model_inputs
+from utils.engine.loop import train
 from utils.engine.models import forward_arguments, load_question_answerer, load_tokenizer
+from utils.engine.runtime import mark_complete, save_trained, start_run
 from utils.tasks.squad import (
     add_squad_data_args,
     answer_questions,
@@ -24,8 +33,6 @@ from utils.tasks.squad import (
     stacked_span_logits,
     write_answers,
 )
-from utils.engine.loop import train
-from utils.engine.runtime import mark_complete, save_trained, start_run
 
 
 def parse_args(argv=None):

@@ -15,10 +15,19 @@ logits (the mean of the two KD terms). Saves the student with ``save_pretrained`
 with ``--pad_to_max_length``) and last hidden states are computed once before training.
 """
 
-from utils.engine.cli import ArgumentParser, add_flag, add_training_args, check_training_args, resolved_options, save_run_args
+from utils.engine.cli import (
+    ArgumentParser,
+    add_flag,
+    add_training_args,
+    check_training_args,
+    resolved_options,
+    save_run_args,
+)
 from utils.engine.errors import exit_on_user_error
 from utils.engine.features import PadCollator, model_inputs
+from utils.engine.loop import train
 from utils.engine.models import forward_arguments, load_question_answerer, load_tokenizer
+from utils.engine.runtime import mark_complete, save_trained, start_run
 from utils.methods.one_to_one import (
     across_processes,
     add_distillation_args,
@@ -27,6 +36,8 @@ from utils.methods.one_to_one import (
     span_distillation_loss,
     span_teacher_targets,
 )
+from utils.methods.teacher import add_teacher_args
+from utils.methods.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.tasks.squad import (
     add_squad_data_args,
     answer_questions,
@@ -37,9 +48,6 @@ from utils.tasks.squad import (
     stacked_span_logits,
     write_answers,
 )
-from utils.methods.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
-from utils.engine.loop import train
-from utils.engine.runtime import mark_complete, save_trained, start_run
 
 TASK_WEIGHT = "alpha_squad"  # the option that weighs the task loss
 
@@ -47,8 +55,7 @@ TASK_WEIGHT = "alpha_squad"  # the option that weighs the task loss
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_name_or_path", required=True, help="the student's initial weights")
-    parser.add_argument("--teacher_name_or_path", default=None,
-                        help="the teacher fine-tuned on SQuAD (needed when a loss term uses it)")
+    add_teacher_args(parser, classifier=False, help="the teacher fine-tuned on SQuAD (needed when a loss term uses it)")
     parser.add_argument("--model_type", default=None, help="accepted for the released command; read from the config")
     parser.add_argument("--teacher_type", default=None, help="accepted for the released command; read from the config")
     parser.add_argument("--config_name", default=None,

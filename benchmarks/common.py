@@ -7,7 +7,12 @@ import functools
 from types import SimpleNamespace
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+)
 
 from utils.engine.loop import backward_micro_batch, compiled, make_optimizer, make_scheduler, optimizer_step
 
@@ -98,7 +103,7 @@ class LoopStep:
 
 
 class QuizSource:
-    """The quiz batches of a benchmark's ``utils.methods.lgtm.TeacherUpdate``: ``quiz_batches.next()``
+    """The quiz batches of a benchmark's ``utils.methods.lgtm.TeacherStep``: ``quiz_batches.next()``
     (``utils.methods.lgtm.QuizBatches``), or without it the batch set as ``batch`` (the training batch
     itself, or one fixed quiz batch); ``last`` is the batch given last (for FLOP counts)."""
 

@@ -29,9 +29,9 @@ import torch
 from benchmarks.common import PAPER_LOSS, LoopStep, build_models, build_tokenizer, marked
 from losses import OneToOneLoss
 from utils.engine.features import PadCollator, tokenize_examples
-from utils.tasks.glue_data import get_task, read_glue_tsv
-from utils.methods.one_to_one import StudentAndTeacher, classifier_distillation_loss, classifier_teacher_outputs
 from utils.engine.runtime import Runtime
+from utils.methods.one_to_one import StudentAndTeacher, classifier_distillation_loss, classifier_teacher_outputs
+from utils.tasks.glue_data import get_task, read_glue_tsv
 
 ROOT = Path(__file__).resolve().parents[1]
 PADDINGS = ("dynamic", "pad to 128")

@@ -23,11 +23,11 @@ import torch
 from benchmarks.common import LoopStep, build_models, build_tokenizer
 from losses import OneToOneLoss
 from utils.engine.features import PadCollator
-from utils.tasks.imdb import IMDB, read_aclimdb, tokenize_reviews
 from utils.engine.loop import epoch_batches
 from utils.engine.models import fine_tuning_loss
-from utils.methods.one_to_one import StudentAndTeacher, classifier_distillation_loss, classifier_teacher_outputs
 from utils.engine.runtime import Runtime
+from utils.methods.one_to_one import StudentAndTeacher, classifier_distillation_loss, classifier_teacher_outputs
+from utils.tasks.imdb import IMDB, read_aclimdb, tokenize_reviews
 
 IMDB_LOSS = dict(alpha_task=0.5, alpha_corr=0.005)  # run_imdb_w_distillation.py's defaults
 

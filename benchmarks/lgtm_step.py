@@ -3,7 +3,7 @@
 Each step is a full training step: the teacher update where the method has one, then the
 student update. KD, ProKT and LGTM are the steps run_lgtm_glue.py takes (the loop's micro-batch
 backward and optimizer step around ``utils.methods.lgtm.online_student_loss``, with
-``utils.methods.lgtm.TeacherUpdate`` as its micro_batch_hook); "LGTM (released)" computes the teacher
+``utils.methods.lgtm.TeacherStep`` as its micro_batch_hook); "LGTM (released)" computes the teacher
 gradient the way the released code does (``benchmarks.reference_pipeline``). Every method runs in
 its own subprocess, so that its peak memory is its own; their steps are interleaved.
 
@@ -26,9 +26,9 @@ import torch
 
 from benchmarks import reference_pipeline as reference
 from benchmarks.common import LoopStep, QuizSource, bert, training_options
-from utils.methods.lgtm import TeacherUpdate, make_teacher_optimizer, online_student_loss, teacher_logits_of
 from utils.engine.loop import make_scheduler
 from utils.engine.runtime import Runtime
+from utils.methods.lgtm import TeacherStep, online_student_loss, teacher_logits_of
 
 ALPHA_KD, T_ALPHA_KD, TEMPERATURE, LEARNING_RATE = 1.0, 0.4, 1.0, 3e-5
 STEPS = 1_000_000  # the schedules' length: far beyond the steps taken, so that the learning rates stay put
@@ -73,12 +73,12 @@ def make_setup(args, method):
     loop_step = LoopStep(student, runtime, LEARNING_RATE, STEPS)
     teacher_update = None
     if method != "KD":
-        teacher_optimizer = make_teacher_optimizer(teacher, LEARNING_RATE, 1e-8)
-        scheduler = make_scheduler(teacher_optimizer, training_options(LEARNING_RATE, STEPS), STEPS)
-        teacher_update = TeacherUpdate(teacher, student, teacher_optimizer, scheduler, runtime, t_alpha_kd=T_ALPHA_KD,
-                                       temperature=TEMPERATURE, max_grad_norm=1.0,
-                                       quiz_batches=QuizSource(batch=setup.quiz_batch) if method == "LGTM" else None,
-                                       student_optimizer=loop_step.optimizer, alpha_kd=ALPHA_KD)
+        teacher_update = TeacherStep(
+            teacher, student, runtime, learning_rate=LEARNING_RATE, adam_epsilon=1e-8,
+            make_schedule=lambda optimizer: make_scheduler(optimizer, training_options(LEARNING_RATE, STEPS), STEPS),
+            t_alpha_kd=T_ALPHA_KD, temperature=TEMPERATURE, max_grad_norm=1.0,
+            quiz_batches=QuizSource(batch=setup.quiz_batch) if method == "LGTM" else None,
+            student_optimizer=loop_step.optimizer, alpha_kd=ALPHA_KD)
     compute_loss = online_student_loss(student, teacher_logits_of(teacher), alpha_kd=ALPHA_KD,
                                        temperature=TEMPERATURE)
     setup.step = lambda: loop_step(compute_loss, setup.batch, ignore, micro_batch_hook=teacher_update)

@@ -20,8 +20,8 @@ import torch
 
 from losses import lgtm_student_loss, lgtm_teacher_loss
 from utils.engine.features import PadCollator, model_inputs
-from utils.methods.lgtm import forward
 from utils.engine.models import forward_arguments
+from utils.methods.lgtm import forward
 
 MAX_SEQ_LENGTH = 128
 

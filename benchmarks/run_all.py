@@ -24,7 +24,7 @@ Pipelines:
              schedule) around each script's compute_loss (utils.engine.models.fine_tuning_loss,
              utils.methods.one_to_one.classifier_distillation_loss with its teacher's utils.methods.teacher_cache.TeacherCache
              filled before timing, utils.methods.lgtm.online_student_loss) and run_lgtm_glue.py's teacher update
-             (utils.methods.lgtm.TeacherUpdate, the loop's micro_batch_hook; LGTM's quiz batches drawn by
+             (utils.methods.lgtm.TeacherStep, the loop's micro_batch_hook; LGTM's quiz batches drawn by
              utils.methods.lgtm.QuizBatches); dynamic padding, batches grouped by length (utils.engine.loop.epoch_batches
              with lengths=), bf16 autocast on CUDA (float32 on the CPU)
   reference  benchmarks/reference_pipeline.py: random batches padded to 128, float32, masked_select
@@ -82,19 +82,18 @@ from benchmarks.flops import BF16_PEAK_TFLOPS, batch_flops, peak_tflops
 from benchmarks.reference_pipeline import MAX_SEQ_LENGTH
 from losses import OneToOneLoss
 from utils.engine.features import PadCollator, tokenize_examples
-from utils.tasks.glue_data import get_task, read_glue_tsv
+from utils.engine.loop import epoch_batches, make_scheduler
+from utils.engine.models import fine_tuning_loss
+from utils.engine.runtime import Runtime, move_to_device
 from utils.methods.lgtm import (
     QuizBatches,
-    TeacherUpdate,
-    make_teacher_optimizer,
+    TeacherStep,
     online_student_loss,
     teacher_logits_of,
 )
-from utils.engine.loop import epoch_batches, make_scheduler
-from utils.engine.models import fine_tuning_loss
 from utils.methods.one_to_one import StudentAndTeacher, classifier_distillation_loss, classifier_teacher_outputs
-from utils.engine.runtime import Runtime, move_to_device
 from utils.methods.teacher_cache import TeacherCache
+from utils.tasks.glue_data import get_task, read_glue_tsv
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("one-to-one distillation", "teacher fine-tuning", "KD step", "ProKT step", "LGTM step",
@@ -355,12 +354,11 @@ def build_step(row, pipe, args, vocab_size):
                                  group_by_length=True, runtime=pipe.runtime) if row == "LGTM step" else None)
     teacher_update = None
     if trains_teacher:
-        teacher_optimizer = make_teacher_optimizer(teacher, LGTM_LEARNING_RATE, 1e-8)
-        teacher_scheduler = make_scheduler(teacher_optimizer, training_options(LGTM_LEARNING_RATE, total_steps),
-                                           total_steps)
-        teacher_update = TeacherUpdate(
-            teacher, student, teacher_optimizer, teacher_scheduler, pipe.runtime, t_alpha_kd=T_ALPHA_KD,
-            temperature=TEMPERATURE, max_grad_norm=1.0,
+        options = training_options(LGTM_LEARNING_RATE, total_steps)
+        teacher_update = TeacherStep(
+            teacher, student, pipe.runtime, learning_rate=LGTM_LEARNING_RATE, adam_epsilon=1e-8,
+            make_schedule=lambda optimizer: make_scheduler(optimizer, options, total_steps),
+            t_alpha_kd=T_ALPHA_KD, temperature=TEMPERATURE, max_grad_norm=1.0,
             quiz_batches=quiz if row in LGTM_ROWS else None, student_optimizer=loop_step.optimizer,
             alpha_kd=ALPHA_KD)
 

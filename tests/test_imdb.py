@@ -16,6 +16,8 @@ import run_imdb
 import run_imdb_w_distillation
 from tests.conftest import run_main
 from utils.engine.errors import UserError
+from utils.engine.models import load_tokenizer
+from utils.miniature.synthetic_imdb import REVIEWS_PER_CLASS, write_acl_imdb
 from utils.tasks.imdb import (
     clean_review,
     keep_head_and_tail,
@@ -25,8 +27,6 @@ from utils.tasks.imdb import (
     review_features,
     tokenize_reviews,
 )
-from utils.engine.models import load_tokenizer
-from utils.miniature.synthetic_imdb import REVIEWS_PER_CLASS, write_acl_imdb
 
 TEACHER_COMMAND = "--model {model} --output_dir {out} --output_dir_intermed {intermed}"
 DISTILLATION_COMMAND = ("--student_model_name_or_path {student} --teacher_model_name_or_path {teacher} "

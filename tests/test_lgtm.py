@@ -7,12 +7,6 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    DistilBertConfig,
-    DistilBertForSequenceClassification,
-)
 
 from benchmarks.reference_pipeline import released_lgtm_teacher_grads
 from losses import lgtm_student_loss
@@ -25,44 +19,9 @@ from utils.methods.lgtm import (
     forward,
     lgtm_teacher_grads,
 )
+from utils.miniature.tiny_models import random_batch, tiny_bert, tiny_distilbert
 
-VOCAB_SIZE, NUM_LABELS = 60, 3
 HYPER_PARAMETERS = {"alpha_kd": 0.7, "t_alpha_kd": 0.4, "temperature": 2.0}
-
-
-def tiny_bert(num_layers=2, seed=0, dtype=torch.float32):
-    """A BERT classifier without dropout."""
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=VOCAB_SIZE, hidden_size=16, num_hidden_layers=num_layers, num_attention_heads=2,
-        intermediate_size=32, num_labels=NUM_LABELS, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0, attn_implementation="eager",
-    )
-    return BertForSequenceClassification(config).to(dtype)
-
-
-def tiny_distilbert(seed=1):
-    """A DistilBERT classifier without dropout."""
-    torch.manual_seed(seed)
-    config = DistilBertConfig(
-        vocab_size=VOCAB_SIZE, dim=16, n_layers=2, n_heads=2, hidden_dim=32, num_labels=NUM_LABELS,
-        dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0,
-    )
-    return DistilBertForSequenceClassification(config)
-
-
-def random_batch(seed, batch_size=4, length=10):
-    """Random ids with padding at the end of each sequence, two segments, random labels."""
-    generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(length // 2, length + 1, (batch_size, 1), generator=generator)
-    attention_mask = (torch.arange(length) < lengths).long()
-    return {
-        "input_ids": attention_mask * torch.randint(1, VOCAB_SIZE, (batch_size, length),
-                                                    generator=generator),
-        "attention_mask": attention_mask,
-        "token_type_ids": (torch.arange(length) >= length // 2).long() * attention_mask,
-        "labels": torch.randint(0, NUM_LABELS, (batch_size,), generator=generator),
-    }
 
 
 def trained_optimizer(student, teacher, steps=3, weight_decay=0.0):

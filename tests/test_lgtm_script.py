@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 import run_lgtm_glue
 from tests.conftest import run_main
-from utils.tasks.glue_data import read_glue_tsv
 from utils.miniature.tiny_models import make_tiny_bert
+from utils.tasks.glue_data import read_glue_tsv
 
 SEED_COMMAND = ("--model_name_or_path {student} --teacher_model {teacher} --task_name {task} "
                 "--per_device_train_batch_size 32 --per_device_eval_batch_size 32 --learning_rate 3e-05 "
@@ -88,7 +88,7 @@ def test_teacher_with_other_labels_or_vocabulary_is_refused(encoders, glue_dir, 
     two_labels = make_tiny_bert(tmp_path / "rte_teacher", num_labels=2)
     argv = seed_argv(dict(encoders, teacher=two_labels), glue_dir, tmp_path / "out", "kd")
     assert run_main(run_lgtm_glue.main, argv) == 2
-    assert "has 2 labels and the student needs 3 for mnli" in capsys.readouterr().err
+    assert "has 2 output label(s) but task mnli has 3" in capsys.readouterr().err
     cased = make_tiny_bert(tmp_path / "cased", cased=True, classifier=False)
     argv = seed_argv(dict(encoders, teacher=cased), glue_dir, tmp_path / "out", "kd")
     assert run_main(run_lgtm_glue.main, argv) == 2
@@ -131,8 +131,8 @@ def test_lgtm_in_two_processes(encoders, glue_dir, tmp_path):
 @pytest.mark.parametrize("group_by_length", [False, True])
 def test_quiz_batches_cover_the_quiz_set_each_pass_and_group_by_length(group_by_length):
     from utils.engine.features import PadCollator
-    from utils.methods.lgtm import QuizBatches
     from utils.engine.runtime import Runtime
+    from utils.methods.lgtm import QuizBatches
 
     lengths = [2 + (7 * i) % 31 for i in range(64)]
     features = [{"input_ids": list(range(1, n + 1)), "attention_mask": [1] * n, "labels": i % 2}

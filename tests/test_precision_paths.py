@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from tests.test_lgtm import HYPER_PARAMETERS, random_batch, tiny_bert
 from utils.engine.features import PadCollator
-from utils.methods.lgtm import TeacherUpdate, _perturbed_probabilities, make_teacher_optimizer
 from utils.engine.runtime import Runtime
+from utils.methods.lgtm import TeacherStep, _perturbed_probabilities
+from utils.miniature.tiny_models import random_batch, tiny_bert
 
 
 def test_batches_are_padded_to_a_multiple_of_8_on_cuda_capped_at_max_length():
@@ -25,7 +25,7 @@ def test_batches_are_padded_to_a_multiple_of_8_on_cuda_capped_at_max_length():
 
 
 class Schedule:
-    """The one scheduler method TeacherUpdate calls."""
+    """The scheduler methods TeacherStep calls."""
 
     def __init__(self):
         self.steps = 0
@@ -39,10 +39,10 @@ class Schedule:
 
 def prokt_update(amp_dtype):
     teacher, student = tiny_bert(seed=3), tiny_bert(num_layers=1, seed=4)
-    optimizer = make_teacher_optimizer(teacher, 1e-3, 1e-8)
     runtime = Runtime(device=torch.device("cpu"), amp_dtype=amp_dtype)
-    update = TeacherUpdate(teacher, student, optimizer, Schedule(), runtime, t_alpha_kd=HYPER_PARAMETERS["t_alpha_kd"],
-                           temperature=HYPER_PARAMETERS["temperature"], max_grad_norm=1.0)
+    update = TeacherStep(teacher, student, runtime, learning_rate=1e-3, adam_epsilon=1e-8,
+                         make_schedule=lambda optimizer: Schedule(), t_alpha_kd=0.4,
+                         temperature=2.0, max_grad_norm=1.0)
     return update, teacher
 
 
@@ -80,9 +80,10 @@ def test_an_overflowing_float16_teacher_step_is_skipped_and_logged():
 def test_lgtm_refuses_a_float16_teacher_update():
     update, teacher = prokt_update(None)
     with pytest.raises(ValueError, match="use bfloat16"):
-        TeacherUpdate(teacher, tiny_bert(num_layers=1), update.optimizer, Schedule(),
-                      Runtime(device=torch.device("cpu"), amp_dtype=torch.float16), t_alpha_kd=0.5, temperature=1.0,
-                      max_grad_norm=1.0, quiz_batches=object(), student_optimizer=object(), alpha_kd=1.0)
+        TeacherStep(teacher, tiny_bert(num_layers=1), Runtime(device=torch.device("cpu"), amp_dtype=torch.float16),
+                    learning_rate=1e-3, adam_epsilon=1e-8, make_schedule=lambda optimizer: Schedule(), t_alpha_kd=0.5,
+                    temperature=1.0, max_grad_norm=1.0, quiz_batches=object(), student_optimizer=object(),
+                    alpha_kd=1.0)
 
 
 def test_the_script_refuses_use_lgtm_with_fp16_in_one_line(capsys):

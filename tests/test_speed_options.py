@@ -21,11 +21,11 @@ import utils.engine.loop
 from tests.conftest import run_main
 from utils.engine.cli import ArgumentParser, add_training_args, resolved_options
 from utils.engine.features import PadCollator, model_inputs
-from utils.tasks.glue_data import get_task, read_glue_tsv
-from utils.engine.models import forward_arguments, load_classifier, load_tokenizer
-from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
 from utils.engine.loop import train
+from utils.engine.models import forward_arguments, load_classifier, load_tokenizer
 from utils.engine.runtime import Runtime
+from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
+from utils.tasks.glue_data import get_task, read_glue_tsv
 
 # the paper's loss (task + cross-correlation with the sub-teacher) with logit KD added
 LOSS = ["--alpha_glue", "0.5", "--alpha_ce", "0.5", "--alpha_corr", "0.01", "--alpha_mse", "0", "--alpha_cos", "0",

@@ -14,9 +14,11 @@ import torch
 from transformers import AutoModelForQuestionAnswering, BertTokenizer
 
 from tests.conftest import run_main
-from utils.tasks import squad_metrics
 from utils.engine.errors import UserError
 from utils.engine.features import PadCollator
+from utils.miniature.synthetic_squad import QUESTIONS, STADIUM, squad_dataset, write_json_file
+from utils.miniature.tiny_models import make_tiny_bert, tiny_vocab
+from utils.tasks import squad_metrics
 from utils.tasks.squad import (
     Window,
     best_answers,
@@ -29,8 +31,6 @@ from utils.tasks.squad import (
 )
 from utils.tasks.squad_data import load_squad_split, read_squad_file, squad_file, training_examples
 from utils.tasks.squad_metrics import exact_match, gold_answers, normalize_answer, squad_scores, token_f1
-from utils.miniature.synthetic_squad import QUESTIONS, STADIUM, squad_dataset, write_json_file
-from utils.miniature.tiny_models import make_tiny_bert, tiny_vocab
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,9 +16,9 @@ import losses.one_to_one
 import run_squad
 import run_squad_w_distillation
 from tests.conftest import run_main
-from utils.tasks.squad_data import read_squad_file
 from utils.miniature.synthetic_squad import QUESTIONS, squad_dataset, write_json_file, write_squad_dir
 from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
+from utils.tasks.squad_data import read_squad_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

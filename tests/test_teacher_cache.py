@@ -22,9 +22,9 @@ from tests.conftest import run_main
 from utils.engine.errors import UserError
 from utils.engine.features import PadCollator
 from utils.engine.runtime import Runtime
+from utils.methods.teacher_cache import DTYPES, TeacherCache, with_example_index
 from utils.miniature.synthetic_imdb import write_acl_imdb
 from utils.miniature.synthetic_squad import write_squad_dir
-from utils.methods.teacher_cache import DTYPES, TeacherCache, with_example_index
 
 VOCAB, WIDTH, LABELS, PADDED_LENGTH = 30, 16, 3, 12
 COLLATE = PadCollator({"": 0})

@@ -214,9 +214,8 @@ def optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm):
     optimizer.zero_grad(set_to_none=True)
 
 
-def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, tokenizer=None,
-          evaluate=None, on_evaluation=None, micro_batch_hook=None, extra_components=None, resume_from=None,
-          optimizer=None):
+def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, tokenizer=None, evaluate=None,
+          micro_batch_hook=None, extra_components=None, resume_from=None, optimizer=None):
     """Train ``model`` (its parameters with requires_grad) and return a ``TrainResult``.
 
     ``compute_loss(model, batch) -> (loss, terms)`` computes the scalar loss of one micro-batch
@@ -224,19 +223,20 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
     data parallelism and, with ``--torch_compile``, compiled (``compiled``), and should call that
     for the trained forward.
 
-    ``micro_batch_hook(batch) -> terms or None`` is where a method updates another model on each micro-batch (the
-    ProKT and LGTM teacher takes its own optimizer step there). It is called once per micro-batch,
-    before ``compute_loss`` and under the same autocast, whether or not that micro-batch ends an
-    accumulation: with k accumulation steps, k times per optimizer step of ``model``
-    (``planned_hook_calls`` gives the count for its schedule). Its optimizer and schedule, passed
-    in ``extra_components``, are saved in checkpoints with the rest. The terms it returns (a dict
-    of detached tensors) are logged and watched for NaN like the loss's.
+    ``micro_batch_hook(batch) -> terms or None`` is where a method updates another model on each
+    micro-batch (``utils.methods.lgtm.TeacherStep`` documents the contract from the method's
+    side). It is called once per micro-batch, before ``compute_loss`` and under the same autocast,
+    whether or not that micro-batch ends an accumulation: with k accumulation steps, k times per
+    optimizer step of ``model`` (``planned_hook_calls`` gives the count for its schedule). The
+    terms it returns (a dict of detached tensors) are logged and watched for NaN like the loss's.
+    Two optional attributes: ``components`` (objects with ``state_dict``: its optimizer, schedule,
+    ...) are saved in checkpoints with the rest, and ``non_finite_advice`` ({term: advice}) is
+    what the error says when only its terms became NaN or infinite.
 
     ``evaluate(global_step) -> dict`` runs every ``--eval_steps`` steps with
-    ``--evaluate_during_training``; ``on_evaluation(global_step, metrics)`` is then called with
-    its result (to keep the best model, say). ``extra_components`` (objects with ``state_dict``)
-    are saved in and restored from checkpoints with the optimizer. ``optimizer`` defaults to
-    ``make_optimizer(model, args)``.
+    ``--evaluate_during_training`` (and may keep the best model, say); its metrics are logged.
+    ``extra_components`` (objects with ``state_dict``) are saved in and restored from checkpoints
+    with the optimizer. ``optimizer`` defaults to ``make_optimizer(model, args)``.
     """
     model.to(runtime.device)
     model.train()
@@ -244,7 +244,8 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
     steps_per_epoch, total_steps, num_epochs = planned_steps(len(train_dataset), args, runtime)
     scheduler = make_scheduler(optimizer, args, total_steps)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
-    components = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, **(extra_components or {})}
+    components = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, **(extra_components or {}),
+                  **getattr(micro_batch_hook, "components", {})}
 
     position = Position()
     if resume_from is not None:
@@ -254,21 +255,13 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
         ddp_model = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
     forward_model = compiled(ddp_model, args)
 
-    writer = None
-    if runtime.is_main and args.report_to == "tensorboard":
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(log_dir=str(checkpoint_dir(args) / "runs"))
     logger.info("training on %s (mixed precision: %s): %d examples, %d epochs, %d optimizer steps (%d per epoch), "
                 "batch %d x %d process(es) x %d accumulation", runtime.device, runtime.amp_dtype, len(train_dataset),
                 num_epochs, total_steps, steps_per_epoch, args.per_device_train_batch_size, runtime.world_size,
                 args.gradient_accumulation_steps)
-    progress = tqdm(total=total_steps, initial=position.global_step, desc="training",
-                    disable=not runtime.is_main or args.disable_tqdm, dynamic_ncols=True)
-    logged = _RunningSums(runtime.device, first_step=position.global_step + 1)
-    total_loss, total_count = 0.0, 0
+    log = _TrainingLog(args, runtime, scheduler, total_steps, position.global_step,
+                       getattr(micro_batch_hook, "non_finite_advice", {}))
     accumulation = args.gradient_accumulation_steps
-
     lengths = example_lengths(train_dataset) if args.group_by_length else None
     while position.global_step < total_steps and position.epoch < num_epochs:
         plan = epoch_batches(len(train_dataset), args.per_device_train_batch_size, seed=args.seed,
@@ -287,7 +280,7 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
             with sync, compile_errors_explained(args):
                 loss, terms = backward_micro_batch(compute_loss, forward_model, batch, runtime=runtime, scaler=scaler,
                                                    accumulation=accumulation, micro_batch_hook=micro_batch_hook)
-            logged.add(loss.detach(), terms)
+            log.add(loss.detach(), terms)
             position.batches_done = batch_index + 1
             if not updates:
                 continue
@@ -295,48 +288,78 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
             position.global_step += 1
             if position.batches_done == len(plan):
                 position.epoch, position.batches_done = position.epoch + 1, 0
-            progress.update(1)
 
             step = position.global_step
-            if step % args.logging_steps == 0 or step == total_steps or (args.save_steps and step % args.save_steps == 0):
-                means, count = logged.pop_means(step)
-                total_loss += means["loss"] * count
-                total_count += count
-                progress.set_postfix(loss=f"{means['loss']:.4f}")
-                if writer is not None:
-                    writer.add_scalar("train/learning_rate", scheduler.get_last_lr()[0], step)
-                    for name, value in means.items():
-                        writer.add_scalar(f"train/{name}", value, step)
-            elif step % 10 == 0 and not progress.disable:
-                progress.set_postfix(loss=f"{logged.peek_loss():.4f}")
+            log.step(step)
             if evaluate is not None and args.evaluate_during_training and step % args.eval_steps == 0:
-                metrics = evaluate(step)
+                log.evaluation(step, evaluate(step))
                 model.train()
-                if on_evaluation is not None:
-                    on_evaluation(step, metrics)
-                if writer is not None:
-                    for name, value in metrics.items():
-                        writer.add_scalar(f"eval/{name}", value, step)
             if args.save_steps and args.save_steps > 0 and step % args.save_steps == 0 and step < total_steps:
                 save_checkpoint(checkpoint_dir(args), position, model, tokenizer, components, runtime,
                                 args.save_total_limit)
             if step >= total_steps:
                 break
-    progress.close()
-    if writer is not None:
-        writer.close()
-    return TrainResult(global_step=position.global_step,
-                       train_loss=total_loss / total_count if total_count else float("nan"))
+    return TrainResult(global_step=position.global_step, train_loss=log.close())
+
+
+class _TrainingLog:
+    """What the loop reports: the progress bar, the logged means of the loss and its terms
+    (``--logging_steps``, also at each checkpoint and at the end, checked for NaN), the learning
+    rate and evaluations in TensorBoard (``--report_to tensorboard``), the mean training loss."""
+
+    def __init__(self, args, runtime, scheduler, total_steps, first_step, non_finite_advice):
+        self.args, self.scheduler, self.total_steps = args, scheduler, total_steps
+        self.writer = None
+        if runtime.is_main and args.report_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(checkpoint_dir(args) / "runs"))
+        self.progress = tqdm(total=total_steps, initial=first_step, desc="training",
+                             disable=not runtime.is_main or args.disable_tqdm, dynamic_ncols=True)
+        self.sums = _RunningSums(runtime.device, first_step + 1, non_finite_advice)
+        self.total_loss, self.total_count = 0.0, 0
+
+    def add(self, loss, terms):
+        self.sums.add(loss, terms)
+
+    def step(self, step):
+        """After optimizer step ``step``."""
+        self.progress.update(1)
+        args = self.args
+        if step % args.logging_steps == 0 or step == self.total_steps or (args.save_steps and step % args.save_steps == 0):
+            means, count = self.sums.pop_means(step)
+            self.total_loss += means["loss"] * count
+            self.total_count += count
+            self.progress.set_postfix(loss=f"{means['loss']:.4f}")
+            if self.writer is not None:
+                self.writer.add_scalar("train/learning_rate", self.scheduler.get_last_lr()[0], step)
+                for name, value in means.items():
+                    self.writer.add_scalar(f"train/{name}", value, step)
+        elif step % 10 == 0 and not self.progress.disable:
+            self.progress.set_postfix(loss=f"{self.sums.peek_loss():.4f}")
+
+    def evaluation(self, step, metrics):
+        if self.writer is not None:
+            for name, value in metrics.items():
+                self.writer.add_scalar(f"eval/{name}", value, step)
+
+    def close(self):
+        """Close the bar and the writer; the mean training loss of the logged steps."""
+        self.progress.close()
+        if self.writer is not None:
+            self.writer.close()
+        return self.total_loss / self.total_count if self.total_count else float("nan")
 
 
 class _RunningSums:
     """Sums of the loss and its terms on the device, read (one synchronisation) when logged."""
 
-    def __init__(self, device, first_step=1):
+    def __init__(self, device, first_step=1, non_finite_advice=None):
         self.device = device
         self.sums = {}
         self.count = 0
         self.first_step = first_step  # the first optimizer step of the sums
+        self.non_finite_advice = non_finite_advice or {}
 
     def add(self, loss, terms):
         for name, value in (("loss", loss), *terms.items()):
@@ -356,7 +379,8 @@ class _RunningSums:
         if broken:
             steps = f"at step {step}" if self.first_step >= step else f"between steps {self.first_step} and {step}"
             seen = ", ".join(f"{'the training loss' if name == 'loss' else name} became {means[name]}" for name in broken)
-            remedy = ("lower --t_learning_rate (the teacher's)" if set(broken) == {"teacher_grad_norm"}
+            advice = {self.non_finite_advice.get(name) for name in broken}
+            remedy = (advice.pop() if len(advice) == 1 and None not in advice
                       else "lower the learning rate, or use --bf16 instead of --fp16")
             raise NonFiniteLossError(
                 f"training stopped {steps}: {seen}; nothing from these steps was saved. Data with extreme values "

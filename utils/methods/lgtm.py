@@ -2,7 +2,7 @@
 Instructions to Student's Learning Levels Boosts Knowledge Distillation", ACL 2023).
 
 What ``run_lgtm_glue.py`` runs besides the shared loop: the student's loss of one batch
-(``online_student_loss``), the teacher's update on each micro-batch (``TeacherUpdate``, the
+(``online_student_loss``), the teacher's update on each micro-batch (``TeacherStep``, the
 loop's ``micro_batch_hook``: ProKT's gradient, or LGTM's), the quiz batches LGTM draws, and the
 LGTM teacher gradient itself (``lgtm_teacher_grads``): the teacher learns from the distillation
 influence of each training batch on the student's loss on a quiz batch.
@@ -23,7 +23,7 @@ from torch.func import functional_call
 from losses import lgtm_student_loss, lgtm_teacher_loss
 from utils.engine.errors import UserError
 from utils.engine.features import model_inputs
-from utils.engine.loop import epoch_batches, example_lengths
+from utils.engine.loop import epoch_batches, example_lengths, make_scheduler, planned_hook_calls
 from utils.engine.models import forward_arguments
 from utils.engine.runtime import move_to_device
 
@@ -122,36 +122,59 @@ def prokt_teacher_backward(teacher, student, batch, *, t_alpha_kd, temperature, 
     (scaler.scale(loss) if scaler is not None else loss).backward()
 
 
-class TeacherUpdate:
-    """The teacher's update on one training micro-batch, ``micro_batch_hook`` of
-    ``utils.engine.loop.train``: ProKT's gradient (``prokt_teacher_backward``), or with ``quiz_batches``
-    LGTM's (``lgtm_teacher_grads`` on the next quiz batch, at the teacher's current learning
-    rate), averaged across processes, clipped to ``max_grad_norm``, then one step of ``optimizer``
-    and of ``scheduler``. Returns ``{"teacher_grad_norm": norm}`` for the loop to log and watch: a
-    teacher that diverges shows there while the student's loss may still be finite.
+class TeacherStep:
+    """The teacher's step on one training micro-batch of ProKT, or of LGTM (with ``quiz_batches``):
+    the ``micro_batch_hook`` of ``utils.engine.loop.train``, and the one object that owns what the
+    teacher's training needs: its AdamW (``make_teacher_optimizer``), the schedule
+    ``make_schedule(optimizer)`` gives it, its float16 gradient scaler and LGTM's quiz batches.
 
-    Under float16 autocast ProKT's teacher loss goes through its own gradient scaler
-    (``self.scaler``, to be checkpointed with the run), since the loop's scales only the
-    student's: without one, the teacher's float16 gradients underflow. A step the scaler skips
-    (an overflow, as it lowers its scale) logs a norm of 0 and ``teacher_fp16_skipped`` 1, so that
-    the logged mean of the latter is the share of skipped teacher steps. LGTM's gradients come from
-    ``torch.autograd.grad`` outside any scaler: the scripts refuse float16 for it (bfloat16 has
-    float32's range)."""
+    The hook contract. The loop calls the step once per micro-batch of the student, before the
+    student's loss and under the same autocast (and, under data parallelism, inside the student's
+    ``no_sync`` on micro-batches that do not end an accumulation): with k accumulation steps, k
+    times per student step, so the schedule is sized by ``utils.engine.loop.planned_hook_calls``.
+    Each call computes the teacher's gradient (ProKT: ``prokt_teacher_backward``; LGTM:
+    ``lgtm_teacher_grads`` on the next quiz batch at the teacher's current learning rate),
+    averages it across processes, clips it to ``max_grad_norm``, and takes one step of the
+    optimizer and of the schedule. It returns ``{"teacher_grad_norm": norm}``, which the loop logs
+    and watches: a teacher that diverges shows there while the student's loss may still be finite,
+    and ``non_finite_advice`` is what the loop then advises. ``components`` are saved in and
+    restored from the run's checkpoints.
 
-    def __init__(self, teacher, student, optimizer, scheduler, runtime, *, t_alpha_kd, temperature, max_grad_norm,
-                 quiz_batches=None, student_optimizer=None, alpha_kd=None, lgtm_r=0.01):
-        self.teacher, self.student, self.optimizer, self.scheduler = teacher, student, optimizer, scheduler
-        self.runtime, self.max_grad_norm = runtime, max_grad_norm
-        self.t_alpha_kd, self.temperature = t_alpha_kd, temperature
-        self.quiz_batches, self.student_optimizer, self.alpha_kd, self.lgtm_r = (quiz_batches, student_optimizer,
-                                                                                 alpha_kd, lgtm_r)
-        self.parameters = list(teacher.parameters())
+    Under float16 autocast ProKT's teacher loss goes through the step's own gradient scaler, since
+    the loop's scales only the student's: without one, the teacher's float16 gradients underflow.
+    A step the scaler skips (an overflow, as it lowers its scale) logs a norm of 0 and
+    ``teacher_fp16_skipped`` 1, so that the logged mean of the latter is the share of skipped
+    teacher steps. LGTM's gradients come from ``torch.autograd.grad`` outside any scaler: it
+    refuses float16 (bfloat16 has float32's range)."""
+
+    non_finite_advice = {"teacher_grad_norm": "lower --t_learning_rate (the teacher's)"}
+
+    def __init__(self, teacher, student, runtime, *, learning_rate, adam_epsilon, make_schedule, t_alpha_kd,
+                 temperature, max_grad_norm, quiz_batches=None, student_optimizer=None, alpha_kd=None,
+                 lgtm_r=0.01):
         if quiz_batches is not None and (student_optimizer is None or alpha_kd is None):
-            raise ValueError("the LGTM teacher update (quiz_batches given) needs the student_optimizer and alpha_kd")
+            raise ValueError("the LGTM teacher step (quiz_batches given) needs the student_optimizer and alpha_kd")
         float16 = runtime.amp_dtype == torch.float16
         if float16 and quiz_batches is not None:
-            raise ValueError("the LGTM teacher update has no loss scaler: use bfloat16, not float16")
+            raise ValueError("the LGTM teacher step has no loss scaler: use bfloat16, not float16")
+        self.teacher, self.student, self.runtime = teacher, student, runtime
+        self.parameters = list(teacher.parameters())
+        self.optimizer = make_teacher_optimizer(teacher, learning_rate, adam_epsilon)
+        self.scheduler = make_schedule(self.optimizer)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=float16)
+        self.quiz_batches, self.student_optimizer = quiz_batches, student_optimizer
+        self.t_alpha_kd, self.alpha_kd, self.temperature = t_alpha_kd, alpha_kd, temperature
+        self.max_grad_norm, self.lgtm_r = max_grad_norm, lgtm_r
+
+    @property
+    def components(self):
+        """What a checkpoint saves of the teacher's training (the teacher itself is the script's)."""
+        parts = {"teacher_optimizer": self.optimizer, "teacher_scheduler": self.scheduler}
+        if self.scaler.is_enabled():  # float16 ProKT: the teacher's loss scale resumes too
+            parts["teacher_scaler"] = self.scaler
+        if self.quiz_batches is not None:
+            parts["quiz"] = self.quiz_batches
+        return parts
 
     def __call__(self, batch):
         if self.quiz_batches is not None:
@@ -178,6 +201,21 @@ class TeacherUpdate:
         skipped = ~torch.isfinite(norm)
         return {"teacher_grad_norm": torch.where(skipped, torch.zeros_like(norm), norm),
                 "teacher_fp16_skipped": skipped.float()}
+
+
+def teacher_step_from_args(args, runtime, teacher, student, student_optimizer, quiz_batches, num_train_examples):
+    """The ``TeacherStep`` of ``run_lgtm_glue.py``'s options: ``--t_learning_rate`` on
+    ``--lr_scheduler_type`` over one update per micro-batch of the run, ``--t_alpha_kd``,
+    ``--temperature``, ``--max_grad_norm``, and with ``--use_lgtm`` the ``quiz_batches``,
+    ``--alpha_kd`` and ``--lgtm_r``; None without ``--train_teacher`` (KD's frozen teacher)."""
+    if not args.train_teacher:
+        return None
+    num_updates = planned_hook_calls(num_train_examples, args, runtime)
+    return TeacherStep(teacher, student, runtime, learning_rate=args.t_learning_rate, adam_epsilon=args.adam_epsilon,
+                       make_schedule=lambda optimizer: make_scheduler(optimizer, args, num_updates),
+                       t_alpha_kd=args.t_alpha_kd, temperature=args.temperature, max_grad_norm=args.max_grad_norm,
+                       quiz_batches=quiz_batches if args.use_lgtm else None, student_optimizer=student_optimizer,
+                       alpha_kd=args.alpha_kd, lgtm_r=args.lgtm_r)
 
 
 class BestScore:

@@ -24,17 +24,15 @@ from utils.engine.features import model_inputs
 from utils.engine.models import (
     forward_arguments,
     hidden_width,
-    is_sequence_classifier,
     label_permutation,
     load_classifier,
-    load_config,
-    load_question_answerer,
     load_tokenizer,
     num_layers,
     same_vocabulary,
 )
-from utils.tasks.squad import span_logits, span_loss
+from utils.methods.teacher import load_teacher
 from utils.methods.teacher_cache import TeacherCache, with_example_index
+from utils.tasks.squad import span_logits, span_loss
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +41,7 @@ def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=
                           classifiers=True):
     """The loss options of the one-to-one scripts; pass each script's released defaults
     (the GLUE script's are the keyword defaults here). ``classifiers``: the options of the
-    sequence classifiers' scripts too (PKD's, ``--allow_untrained_teacher_head``)."""
+    sequence classifiers' scripts too (PKD's)."""
     group = parser.add_argument_group("distillation loss")
     group.add_argument(f"--{task_weight_name}", type=float, default=0.5, help="weight of the task loss")
     group.add_argument("--alpha_ce", type=float, default=alpha_ce, help="weight of the logit KD loss")
@@ -57,8 +55,6 @@ def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=
     group.add_argument("--corr_normalizer", choices=["elements", "tokens"], default="elements",
                        help="divide the correlation by N*d as released (elements) or by N (tokens)")
     if classifiers:
-        add_flag(group, "--allow_untrained_teacher_head",
-                 help="distil from a teacher saved without a trained head (refused otherwise: its logits are random)")
         group.add_argument("--alpha_pkd", type=float, default=0.0,
                            help="PKD's beta: weight of the patient loss on the [CLS] states of mapped layers")
         group.add_argument("--pkd_layers", choices=["skip", "last"], default="skip",
@@ -154,23 +150,6 @@ def teacher_arguments(teacher, args):
     return forward_arguments(teacher) - ({"token_type_ids"} if args.omit_teacher_token_type_ids else set())
 
 
-def check_teacher_head(config, name, allowed):
-    """Refuse a frozen teacher saved without a classification head (a pre-trained encoder, not a
-    fine-tuned teacher: its head would be random), unless ``allowed`` (then warn)."""
-    if is_sequence_classifier(config):
-        return
-    if not config.architectures:
-        logger.warning("the teacher %s does not say what it was saved as (no architectures in its config): make "
-                       "sure it was fine-tuned on the task", name)
-        return
-    saved_as = ", ".join(config.architectures)
-    if not allowed:
-        raise UserError(f"the teacher {name} was saved without a trained classification head ({saved_as}): "
-                        "distil from a teacher fine-tuned on the task (run_glue.py / run_imdb.py), or pass "
-                        "--allow_untrained_teacher_head")
-    logger.warning("distilling from a teacher with a random classification head (%s, saved as %s)", name, saved_as)
-
-
 def check_pair(args, loss, student, teacher, student_tokenizer, teacher_tokenizer, student_name, teacher_name):
     """Refuse a teacher/student pair the feature losses cannot compare; return whether the
     teacher needs its own tokenisation (different vocabulary, logit losses only)."""
@@ -248,19 +227,17 @@ class StudentAndTeacher:
 
 def load_student_and_teacher(args, task, loss, device):
     """Load ``--student_model_name_or_path`` (with a new head for ``task`` when training) and the
-    fine-tuned ``--teacher_model_name_or_path`` (frozen, in eval mode) on ``device``, with their
+    fine-tuned ``--teacher_name_or_path`` (frozen, in eval mode) on ``device``, with their
     tokenizers; refuse a pair that ``loss`` cannot compare (``check_pair``)."""
     tokenizer = load_tokenizer(args.student_model_name_or_path, what="student", cache_dir=args.cache_dir,
                                do_lower_case=args.do_lower_case)
-    teacher_tokenizer = load_tokenizer(args.teacher_model_name_or_path, what="teacher", cache_dir=args.cache_dir)
-    check_teacher_head(load_config(args.teacher_model_name_or_path, what="teacher", cache_dir=args.cache_dir),
-                       args.teacher_model_name_or_path, args.allow_untrained_teacher_head)
-    teacher = load_classifier(args.teacher_model_name_or_path, task, what="teacher", cache_dir=args.cache_dir,
-                              keep_head=True)
+    teacher, teacher_tokenizer = load_teacher(
+        args.teacher_name_or_path, task, cache_dir=args.cache_dir,
+        untrained_head="allow" if args.allow_untrained_teacher_head else "refuse")
     student = load_classifier(args.student_model_name_or_path, task, what="student", cache_dir=args.cache_dir,
                               keep_head=not args.do_train)
     own_teacher_tokens = check_pair(args, loss, student, teacher, tokenizer, teacher_tokenizer,
-                                    args.student_model_name_or_path, args.teacher_model_name_or_path)
+                                    args.student_model_name_or_path, args.teacher_name_or_path)
     layers = patient_layers(args, student, teacher) if loss.uses_patience else ()
     teacher.to(device).eval().requires_grad_(False)
     student.to(device)
@@ -341,9 +318,7 @@ def load_span_teacher(args, loss, student, tokenizer, device):
     if not args.teacher_name_or_path:
         raise UserError("--teacher_name_or_path is needed: --alpha_ce, --alpha_corr, --alpha_mse or --alpha_cos "
                         "is above 0")
-    teacher_tokenizer = load_tokenizer(args.teacher_name_or_path, what="teacher", cache_dir=args.cache_dir)
-    teacher = load_question_answerer(args.teacher_name_or_path, what="teacher", cache_dir=args.cache_dir,
-                                     keep_head=True)
+    teacher, teacher_tokenizer = load_teacher(args.teacher_name_or_path, cache_dir=args.cache_dir)
     if check_pair(args, loss, student, teacher, tokenizer, teacher_tokenizer, args.model_name_or_path,
                   args.teacher_name_or_path):
         raise UserError(f"the student {args.model_name_or_path} and the teacher {args.teacher_name_or_path} "

@@ -1,8 +1,10 @@
-"""Tiny BERT and DistilBERT models with a small WordPiece vocabulary, built offline from configs (tests, demo)."""
+"""Tiny BERT and DistilBERT models with a small WordPiece vocabulary, built offline from configs (tests, demo),
+and in-memory classifiers without dropout with random batches for them (the LGTM gradient's tests)."""
 
 import string
 from pathlib import Path
 
+import torch
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -73,3 +75,43 @@ def make_tiny_distilbert(directory, num_labels=2, hidden_size=32, num_layers=2, 
     torch.manual_seed(seed)
     DistilBertForSequenceClassification(config).save_pretrained(directory)
     return directory
+
+
+# --------------------------------------------------------------------------- in-memory classifiers
+
+IN_MEMORY_VOCAB, IN_MEMORY_LABELS = 60, 3
+
+
+def tiny_bert(num_layers=2, seed=0, dtype=torch.float32):
+    """A BERT classifier without dropout."""
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=IN_MEMORY_VOCAB, hidden_size=16, num_hidden_layers=num_layers, num_attention_heads=2,
+        intermediate_size=32, num_labels=IN_MEMORY_LABELS, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, attn_implementation="eager",
+    )
+    return BertForSequenceClassification(config).to(dtype)
+
+
+def tiny_distilbert(seed=1):
+    """A DistilBERT classifier without dropout."""
+    torch.manual_seed(seed)
+    config = DistilBertConfig(
+        vocab_size=IN_MEMORY_VOCAB, dim=16, n_layers=2, n_heads=2, hidden_dim=32, num_labels=IN_MEMORY_LABELS,
+        dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0,
+    )
+    return DistilBertForSequenceClassification(config)
+
+
+def random_batch(seed, batch_size=4, length=10):
+    """Random ids with padding at the end of each sequence, two segments, random labels."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(length // 2, length + 1, (batch_size, 1), generator=generator)
+    attention_mask = (torch.arange(length) < lengths).long()
+    return {
+        "input_ids": attention_mask * torch.randint(1, IN_MEMORY_VOCAB, (batch_size, length),
+                                                    generator=generator),
+        "attention_mask": attention_mask,
+        "token_type_ids": (torch.arange(length) >= length // 2).long() * attention_mask,
+        "labels": torch.randint(0, IN_MEMORY_LABELS, (batch_size,), generator=generator),
+    }

@@ -7,6 +7,9 @@ import numpy as np
 
 from utils.engine.errors import UserError
 from utils.engine.features import tokenize_examples
+from utils.engine.loop import predict
+from utils.engine.models import max_input_length
+from utils.engine.runtime import write_json
 from utils.tasks.glue_data import (
     GLUE_DIAGNOSTIC,
     get_task,
@@ -16,9 +19,6 @@ from utils.tasks.glue_data import (
     write_glue_submission,
 )
 from utils.tasks.metrics import glue_metrics
-from utils.engine.models import max_input_length
-from utils.engine.loop import predict
-from utils.engine.runtime import write_json
 
 logger = logging.getLogger(__name__)
 

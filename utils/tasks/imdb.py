@@ -20,11 +20,11 @@ import numpy as np
 from utils.engine.cli import add_flag
 from utils.engine.errors import UserError
 from utils.engine.features import SEQUENCE_KEYS, merge_features, tokenize_examples
+from utils.engine.loop import predict
+from utils.engine.models import max_input_length
+from utils.engine.runtime import write_json
 from utils.tasks.glue_data import read_records, read_text
 from utils.tasks.metrics import accuracy
-from utils.engine.models import max_input_length
-from utils.engine.loop import predict
-from utils.engine.runtime import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from utils.engine.cli import add_flag
 from utils.engine.errors import UserError
 from utils.engine.features import model_inputs
+from utils.engine.loop import predict
 from utils.engine.models import forward_arguments, max_input_length
+from utils.engine.runtime import write_json
 from utils.tasks.squad_data import HUB_DATASET, load_squad_split, squad_file, training_examples
 from utils.tasks.squad_metrics import gold_answers, squad_scores
-from utils.engine.loop import predict
-from utils.engine.runtime import write_json
 
 logger = logging.getLogger(__name__)
 
