@@ -44,7 +44,7 @@ def parse_args(argv=None):
     add_flag(parser, "--do_lower_case", help="lower-case the text (the uncased models' tokenizers do already)")
     add_flag(parser, "--do_train")
     add_flag(parser, "--do_eval", help="evaluate on dev (always done after --do_train)")
-    add_flag(parser, "--do_predict", "--do_test", help="write GLUE test predictions")
+    add_flag(parser, "--do_predict", "--do_test", help="write GLUE test predictions", changes_results=False)
     add_glue_data_args(parser)
     add_training_args(parser, batch_size=8, learning_rate=5e-5, epochs=3.0)
     args = parser.parse_args(argv)

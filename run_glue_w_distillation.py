@@ -54,7 +54,7 @@ def parse_args(argv=None):
     add_flag(parser, "--do_lower_case", help="lower-case the text for the student's tokenizer")
     add_flag(parser, "--do_train", default=True, help="train (default True)")
     add_flag(parser, "--do_eval", default=True, help="evaluate on dev (default True)")
-    add_flag(parser, "--do_predict", "--do_test", help="write GLUE test predictions")
+    add_flag(parser, "--do_predict", "--do_test", help="write GLUE test predictions", changes_results=False)
     add_glue_data_args(parser)
     add_distillation_args(parser, TASK_WEIGHT)
     add_teacher_cache_args(parser)

@@ -53,12 +53,13 @@ def parse_args(argv=None):
 @exit_on_user_error
 def main(argv=None):
     command = parse_args(argv)
-    args = resolved_options(command)
-    runtime, resume = start_run(args, command)
+    runtime, resume = start_run(resolved_options(command), command)
 
-    tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, cache_dir=args.cache_dir,
-                               do_lower_case=args.do_lower_case)
-    model = load_classifier(args.model_name_or_path, IMDB, cache_dir=args.cache_dir, keep_head=not args.do_train)
+    # Model, the run's options (--max_seq_length by default the most tokens the model reads) and evaluation data
+    tokenizer = load_tokenizer(command.tokenizer_name or command.model_name_or_path, cache_dir=command.cache_dir,
+                               do_lower_case=command.do_lower_case)
+    model = load_classifier(command.model_name_or_path, IMDB, cache_dir=command.cache_dir,
+                            keep_head=not command.do_train)
     model.to(runtime.device)
     args = resolved_options(command, max_seq_length=imdb_max_seq_length(command.max_seq_length, tokenizer, model))
     accepted = forward_arguments(model)

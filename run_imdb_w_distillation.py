@@ -70,13 +70,11 @@ def parse_args(argv=None):
 @exit_on_user_error
 def main(argv=None):
     command = parse_args(argv)
-    args = resolved_options(command)
-    loss_fn = loss_from_args(args, TASK_WEIGHT)
-    runtime, resume = start_run(args, command)
-    loss_fn = across_processes(loss_fn, runtime)
+    runtime, resume = start_run(resolved_options(command), command)
+    loss_fn = across_processes(loss_from_args(command, TASK_WEIGHT), runtime)
 
-    # Models and evaluation data
-    pair = load_student_and_teacher(args, IMDB, loss_fn, runtime.device)
+    # Models, the run's options (--max_seq_length by default the most tokens the models read) and evaluation data
+    pair = load_student_and_teacher(command, IMDB, loss_fn, runtime.device)
     student, tokenizer, teacher_tokens = pair.student, pair.tokenizer, pair.teacher_tokenizer
     args = resolved_options(command, max_seq_length=imdb_max_seq_length(command.max_seq_length, tokenizer, student,
                                                                         pair.teacher))

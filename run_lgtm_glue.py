@@ -65,7 +65,7 @@ def parse_args(argv=None):
     parser.add_argument("--num_layers", type=int, default=6, help="the student keeps its first k layers")
     add_flag(parser, "--do_train")
     add_flag(parser, "--do_eval")
-    add_flag(parser, "--do_predict", "--do_test", help="write GLUE test predictions")
+    add_flag(parser, "--do_predict", "--do_test", help="write GLUE test predictions", changes_results=False)
     group = parser.add_argument_group("KD, ProKT and LGTM")
     group.add_argument("--alpha_kd", type=float, default=1.0, help="student: weight of KD against cross-entropy")
     group.add_argument("--t_alpha_kd", type=float, default=0.4, help="teacher: weight of KD against cross-entropy")

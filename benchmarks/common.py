@@ -37,6 +37,17 @@ def _trained_tokenizer(sentences, vocab_size):
     return BertTokenizer(vocab=trainer.get_vocab(), do_lower_case=True)
 
 
+def add_model_shape_args(parser, *, vocab_size=8000, vocab_help=None, heads=True, hidden_help=None):
+    """The benchmarks' model shape options: ``--hidden``, ``--heads`` (where ``heads``),
+    ``--teacher_layers``, ``--student_layers`` and ``--vocab_size``, read by ``build_models``."""
+    parser.add_argument("--hidden", type=int, default=384, help=hidden_help)
+    if heads:
+        parser.add_argument("--heads", type=int, default=6)
+    parser.add_argument("--teacher_layers", type=int, default=6)
+    parser.add_argument("--student_layers", type=int, default=3)
+    parser.add_argument("--vocab_size", type=int, default=vocab_size, help=vocab_help)
+
+
 def bert(vocab_size, hidden, heads, num_layers, device, num_labels=2):
     """A randomly initialised BERT classifier, built on ``device`` (a BERT-base made on the CPU and
     moved to a GPU costs seconds)."""

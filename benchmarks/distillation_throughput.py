@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 import torch
 
-from benchmarks.common import PAPER_LOSS, LoopStep, build_models, build_tokenizer, marked
+from benchmarks.common import PAPER_LOSS, LoopStep, add_model_shape_args, build_models, build_tokenizer, marked
 from losses import OneToOneLoss
 from utils.engine.features import PadCollator, tokenize_examples
 from utils.engine.runtime import Runtime
@@ -43,11 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--hidden", type=int, default=384)
-    parser.add_argument("--heads", type=int, default=6)
-    parser.add_argument("--teacher_layers", type=int, default=6)
-    parser.add_argument("--student_layers", type=int, default=3)
-    parser.add_argument("--vocab_size", type=int, default=8000)
+    add_model_shape_args(parser)
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import torch
 
-from benchmarks.common import LoopStep, build_models, build_tokenizer
+from benchmarks.common import LoopStep, add_model_shape_args, build_models, build_tokenizer
 from losses import OneToOneLoss
 from utils.engine.features import PadCollator
 from utils.engine.loop import epoch_batches
@@ -41,11 +41,7 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed per batching")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each batching before the timed epochs")
     parser.add_argument("--max_seq_length", type=int, default=512)
-    parser.add_argument("--hidden", type=int, default=384)
-    parser.add_argument("--heads", type=int, default=6)
-    parser.add_argument("--teacher_layers", type=int, default=6)
-    parser.add_argument("--student_layers", type=int, default=3)
-    parser.add_argument("--vocab_size", type=int, default=8000)
+    add_model_shape_args(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     return parser.parse_args(argv)

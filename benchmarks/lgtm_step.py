@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import reference_pipeline as reference
-from benchmarks.common import LoopStep, QuizSource, bert, training_options
+from benchmarks.common import LoopStep, QuizSource, add_model_shape_args, bert, training_options
 from utils.engine.loop import make_scheduler
 from utils.engine.runtime import Runtime
 from utils.methods.lgtm import TeacherStep, online_student_loss, teacher_logits_of
@@ -184,10 +184,7 @@ def print_report(results, args):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher_layers", type=int, default=6)
-    parser.add_argument("--student_layers", type=int, default=3)
-    parser.add_argument("--hidden", type=int, default=384, help="hidden size (heads = hidden / 64)")
-    parser.add_argument("--vocab_size", type=int, default=30522)
+    add_model_shape_args(parser, vocab_size=30522, heads=False, hidden_help="hidden size (heads = hidden / 64)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--seq_length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)

@@ -21,7 +21,7 @@ import torch
 from losses import lgtm_student_loss, lgtm_teacher_loss
 from utils.engine.features import PadCollator, model_inputs
 from utils.engine.models import forward_arguments
-from utils.methods.lgtm import forward
+from utils.methods.lgtm import model_outputs
 
 MAX_SEQ_LENGTH = 128
 
@@ -43,7 +43,7 @@ def released_lgtm_teacher_grads(teacher, student, batch, quiz_batch, student_opt
     is the difference of two full teacher gradients, the student's parameters moved in place to
     theta + eps v, then theta - eps v, then back (up to rounding, as released)."""
     teacher_was_training, student_was_training = teacher.training, student.training
-    teacher_out, student_out = forward(teacher, batch), forward(student, batch)
+    teacher_out, student_out = model_outputs(teacher, batch), model_outputs(student, batch)
     student_grads = torch.autograd.grad(
         lgtm_student_loss(student_out.logits, teacher_out.logits, student_out.loss,
                           alpha_kd=alpha_kd, temperature=temperature),
@@ -59,7 +59,7 @@ def released_lgtm_teacher_grads(teacher, student, batch, quiz_batch, student_opt
         list(teacher.parameters()))
 
     lookahead_student.train()
-    forward(lookahead_student, quiz_batch).loss.backward()
+    model_outputs(lookahead_student, quiz_batch).loss.backward()
     direction = [param.grad for param in lookahead_student.parameters()]
     eps = r / torch.cat([v.flatten() for v in direction]).norm()
 
@@ -70,7 +70,7 @@ def released_lgtm_teacher_grads(teacher, student, batch, quiz_batch, student_opt
         with torch.no_grad():
             for param, v in zip(student.parameters(), direction):
                 param.add_(sign * eps * v)
-        teacher_out, student_out = forward(teacher, batch), forward(student, batch)
+        teacher_out, student_out = model_outputs(teacher, batch), model_outputs(student, batch)
         teacher_grads_at[sign] = torch.autograd.grad(
             lgtm_teacher_loss(teacher_out.logits, student_out.logits, teacher_out.loss,
                               t_alpha_kd=t_alpha_kd, temperature=temperature),
@@ -154,7 +154,7 @@ def distillation_step(student, teacher, optimizer, batch, mark, *, max_grad_norm
 
 def fine_tuning_step(model, optimizer, batch, mark, *, max_grad_norm=1.0):
     """One step of fine-tuning a classifier on its task loss."""
-    forward(model, batch).loss.backward()
+    model_outputs(model, batch).loss.backward()
     mark("fwd+bwd")
     _optimizer_step(model, optimizer, max_grad_norm, mark)
 
@@ -163,9 +163,9 @@ def student_update(teacher, student, optimizer, batch, mark, *, alpha_kd, temper
     """The KD, ProKT and LGTM student step: L_S against the teacher's logits (no grad)."""
     student.train()
     with torch.no_grad():
-        teacher_logits = forward(teacher, batch).logits
+        teacher_logits = model_outputs(teacher, batch).logits
     mark("teacher")
-    outputs = forward(student, batch)
+    outputs = model_outputs(student, batch)
     lgtm_student_loss(outputs.logits, teacher_logits, outputs.loss, alpha_kd=alpha_kd,
                       temperature=temperature).backward()
     mark("fwd+bwd")
@@ -177,9 +177,9 @@ def prokt_teacher_update(teacher, student, optimizer, batch, mark, *, t_alpha_kd
     teacher.train()
     student.eval()
     with torch.no_grad():
-        student_logits = forward(student, batch).logits
+        student_logits = model_outputs(student, batch).logits
     student.train()
-    outputs = forward(teacher, batch)
+    outputs = model_outputs(teacher, batch)
     lgtm_teacher_loss(outputs.logits, student_logits, outputs.loss, t_alpha_kd=t_alpha_kd,
                       temperature=temperature).backward()
     torch.nn.utils.clip_grad_norm_(teacher.parameters(), max_grad_norm)

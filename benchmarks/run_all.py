@@ -71,6 +71,7 @@ from benchmarks.common import (
     PAPER_LOSS,
     LoopStep,
     QuizSource,
+    add_model_shape_args,
     bert,
     build_tokenizer,
     distilbert,
@@ -120,11 +121,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration first")
-    parser.add_argument("--hidden", type=int, default=384)
-    parser.add_argument("--heads", type=int, default=6)
-    parser.add_argument("--teacher_layers", type=int, default=6)
-    parser.add_argument("--student_layers", type=int, default=3)
-    parser.add_argument("--vocab_size", type=int, default=8000, help="WordPiece vocabulary trained on the sentences")
+    add_model_shape_args(parser, vocab_help="WordPiece vocabulary trained on the sentences")
     parser.add_argument("--pool_chunks", type=int, default=2,
                         help="training sentences drawn: pool_chunks * 50 batches (length grouping sorts chunks "
                              "of 50 batches)")
@@ -261,63 +258,81 @@ class Timer:
 def build_step(row, pipe, args, vocab_size):
     """``step(index, timer)`` of one configuration, returning its model FLOPs; models seeded alike
     in every pipeline. Ours: the scripts' own functions; reference: ``reference_pipeline``."""
-    device, total_steps = pipe.device, args.warmup + args.steps
     torch.manual_seed(0)
     if row == "one-to-one distillation":
-        teacher = bert(vocab_size, args.hidden, args.heads, args.teacher_layers, device).eval().requires_grad_(False)
-        student = distilbert(vocab_size, args.hidden, args.heads, args.student_layers, device).train()
-        if not pipe.ours:
-            optimizer = reference.reference_optimizer(student.parameters(), LEARNING_RATES[row])
-
-            def step(index, timer):
-                batch = pipe.batch(index)
-                timer.mark("data")
-                reference.distillation_step(student, teacher, optimizer, batch, timer.mark,
-                                            alpha_task=PAPER_LOSS["alpha_task"], alpha_corr=PAPER_LOSS["alpha_corr"],
-                                            do_mask=PAPER_LOSS["do_mask"])
-                return batch_flops(student, batch, 3) + batch_flops(teacher, batch, 1)
-
-            return step
-        loss_fn = OneToOneLoss(**PAPER_LOSS) if pipe.name == "ours" else OneToOneLoss(alpha_task=1.0)
-        pair = StudentAndTeacher(student, teacher, pipe.data.tokenizer)
-        teacher_outputs = classifier_teacher_outputs(pair, loss_fn, get_task(args.task),
-                                                     SimpleNamespace(omit_teacher_token_type_ids=False))
-        cache = None  # the task loss alone does not read the teacher
-        if loss_fn.uses_teacher:
-            cache_options = SimpleNamespace(cache_teacher_dtype="float16", cache_teacher_dir=None,
-                                            cache_teacher_max_memory_gb=4.0, per_device_eval_batch_size=64)
-            cache = TeacherCache.fill(cache_options, pipe.runtime, teacher, teacher_outputs, pipe.data.features,
-                                      pipe.collate, num_logits=2, hidden_width=args.hidden)
-        loop_step = LoopStep(student, pipe.runtime, LEARNING_RATES[row], total_steps, args.torch_compile)
-
-        def step(index, timer):
-            batch = pipe.batch(index)
-            timer.mark("data")
-            targets = None if cache is None else marked(cache, timer.mark, "fwd+bwd", "teacher")
-            compute_loss = classifier_distillation_loss(pair, loss_fn, targets)
-            loop_step(compute_loss, batch, timer.mark)
-            return batch_flops(student, batch, 3)
-
-        return step
-
+        return distillation_step(pipe, args, vocab_size)
     if row == "teacher fine-tuning":
-        teacher = bert(vocab_size, args.hidden, args.heads, args.teacher_layers, device).train()
-        if pipe.ours:
-            loop_step = LoopStep(teacher, pipe.runtime, LEARNING_RATES[row], total_steps, args.torch_compile)
-        else:
-            optimizer = reference.reference_optimizer(teacher.parameters(), LEARNING_RATES[row])
+        return fine_tuning_step(pipe, args, vocab_size)
+    return online_step(row, pipe, args, vocab_size)
+
+
+def distillation_step(pipe, args, vocab_size):
+    """The one-to-one distillation row: ``run_glue_w_distillation.py``'s loss with the paper's
+    weights from the teacher cache (ours), the task loss alone (ours, task loss only), or the
+    released step (reference)."""
+    row, device, total_steps = "one-to-one distillation", pipe.device, args.warmup + args.steps
+    teacher = bert(vocab_size, args.hidden, args.heads, args.teacher_layers, device).eval().requires_grad_(False)
+    student = distilbert(vocab_size, args.hidden, args.heads, args.student_layers, device).train()
+    if not pipe.ours:
+        optimizer = reference.reference_optimizer(student.parameters(), LEARNING_RATES[row])
 
         def step(index, timer):
             batch = pipe.batch(index)
             timer.mark("data")
-            if pipe.ours:
-                loop_step(fine_tuning_loss(teacher), batch, timer.mark)
-            else:
-                reference.fine_tuning_step(teacher, optimizer, batch, timer.mark)
-            return batch_flops(teacher, batch, 3)
+            reference.distillation_step(student, teacher, optimizer, batch, timer.mark,
+                                        alpha_task=PAPER_LOSS["alpha_task"], alpha_corr=PAPER_LOSS["alpha_corr"],
+                                        do_mask=PAPER_LOSS["do_mask"])
+            return batch_flops(student, batch, 3) + batch_flops(teacher, batch, 1)
 
         return step
+    loss_fn = OneToOneLoss(**PAPER_LOSS) if pipe.name == "ours" else OneToOneLoss(alpha_task=1.0)
+    pair = StudentAndTeacher(student, teacher, pipe.data.tokenizer)
+    teacher_outputs = classifier_teacher_outputs(pair, loss_fn, get_task(args.task),
+                                                 SimpleNamespace(omit_teacher_token_type_ids=False))
+    cache = None  # the task loss alone does not read the teacher
+    if loss_fn.uses_teacher:
+        cache_options = SimpleNamespace(cache_teacher_dtype="float16", cache_teacher_dir=None,
+                                        cache_teacher_max_memory_gb=4.0, per_device_eval_batch_size=64)
+        cache = TeacherCache.fill(cache_options, pipe.runtime, teacher, teacher_outputs, pipe.data.features,
+                                  pipe.collate, num_logits=2, hidden_width=args.hidden)
+    loop_step = LoopStep(student, pipe.runtime, LEARNING_RATES[row], total_steps, args.torch_compile)
 
+    def step(index, timer):
+        batch = pipe.batch(index)
+        timer.mark("data")
+        targets = None if cache is None else marked(cache, timer.mark, "fwd+bwd", "teacher")
+        compute_loss = classifier_distillation_loss(pair, loss_fn, targets)
+        loop_step(compute_loss, batch, timer.mark)
+        return batch_flops(student, batch, 3)
+
+    return step
+
+
+def fine_tuning_step(pipe, args, vocab_size):
+    """The teacher fine-tuning row: ``run_glue.py``'s loss (ours) or the released step."""
+    row, device, total_steps = "teacher fine-tuning", pipe.device, args.warmup + args.steps
+    teacher = bert(vocab_size, args.hidden, args.heads, args.teacher_layers, device).train()
+    if pipe.ours:
+        loop_step = LoopStep(teacher, pipe.runtime, LEARNING_RATES[row], total_steps, args.torch_compile)
+    else:
+        optimizer = reference.reference_optimizer(teacher.parameters(), LEARNING_RATES[row])
+
+    def step(index, timer):
+        batch = pipe.batch(index)
+        timer.mark("data")
+        if pipe.ours:
+            loop_step(fine_tuning_loss(teacher), batch, timer.mark)
+        else:
+            reference.fine_tuning_step(teacher, optimizer, batch, timer.mark)
+        return batch_flops(teacher, batch, 3)
+
+    return step
+
+
+def online_step(row, pipe, args, vocab_size):
+    """A KD, ProKT or LGTM row: ``run_lgtm_glue.py``'s student loss and ``TeacherStep`` as the
+    loop's micro_batch_hook (ours), or the released updates (reference)."""
+    device, total_steps = pipe.device, args.warmup + args.steps
     trains_teacher = row != "KD step"
     teacher = bert(vocab_size, args.hidden, args.heads, args.teacher_layers, device)
     student = bert(vocab_size, args.hidden, args.heads, args.student_layers, device)
@@ -500,6 +515,7 @@ def model_vocab_size(args, data):
 
 
 def print_table(args, results, peaks, device, total_seconds, memory_seconds, data):
+    """The table of every configuration, then the targets and the notes."""
     rows = list(args.rows) + (["LGTM training"] if "LGTM step" in args.rows else [])
     ours_dtype = ("bf16 autocast" if args.ours_dtype == "bfloat16" or (args.ours_dtype == "auto" and device.type == "cuda")
                   else "float32")
@@ -532,6 +548,13 @@ def print_table(args, results, peaks, device, total_seconds, memory_seconds, dat
             print(f"{row:<24} {pipeline:<9} {speed:>7.1f} {tokens:>7} {step_ms:>8} {tflops:>8} {mfu:>6} | {shares} | "
                   f"{memory:>7} {(f'{ratio:.2f}x' if pipeline == 'ours' else ''):>8}")
     print()
+    print_targets(args, results, peak, data)
+    print()
+    print_notes(args, peaks, device, peak, total_seconds, memory_seconds)
+
+
+def print_targets(args, results, peak, data):
+    """The speed targets of the rows that ran: measured, target, met."""
     print(f"{'target':<58} {'measured':>9} {'target':>8} {'met':>4}")
 
     def target(name, measured, goal, text, at_least):
@@ -572,7 +595,10 @@ def print_table(args, results, peaks, device, total_seconds, memory_seconds, dat
         target("LGTM training: ours / released examples/s",
                results[("LGTM step", "ours")]["stream"] / results[("LGTM step", "reference")]["stream"], 3.0,
                times, True)
-    print()
+
+
+def print_notes(args, peaks, device, peak, total_seconds, memory_seconds):
+    """What the columns mean, and the wall time."""
     print("phases in % of the step (see the docstring): data = collate + to device; teacher = no-grad target "
           "forwards of the student's update (ours distillation: teacher-cache lookup); t-update = the ProKT/LGTM "
           "teacher's update; fwd+bwd = the trained model; optim = clipping + optimizer step; loss terms share: "

@@ -59,9 +59,10 @@ class OneToOneLoss:
     def uses_teacher(self):
         return self.alpha_ce > 0 or self.uses_features or self.uses_patience
 
-    def __call__(self, task_loss, student_logits, teacher_logits, student_hidden, teacher_hidden,
-                 attention_mask, student_patience=None, teacher_patience=None):
+    def __call__(self, *, task_loss, student_logits, teacher_logits=None, student_hidden=None, teacher_hidden=None,
+                 attention_mask=None, student_patience=None, teacher_patience=None):
         """Return ``(loss, terms)``; ``terms`` maps each active term's name to its detached value.
+        Every argument is given by name; a term's inputs may be None when its weight is 0.
 
         ``student_logits``/``teacher_logits`` are tensors or tuples of tensors (SQuAD's start and
         end logits; their KD terms are averaged). ``*_hidden`` are (B, T, d); only the rows where

@@ -16,8 +16,8 @@ from utils.methods.lgtm import (
     adam_lookahead,
     adam_lookahead_rows,
     finite_difference_influence,
-    forward,
     lgtm_teacher_grads,
+    model_outputs,
 )
 from utils.miniature.tiny_models import random_batch, tiny_bert, tiny_distilbert
 
@@ -32,8 +32,8 @@ def trained_optimizer(student, teacher, steps=3, weight_decay=0.0):
     for step in range(steps):
         batch = random_batch(100 + step)
         with torch.no_grad():
-            teacher_logits = forward(teacher, batch).logits
-        student_out = forward(student, batch)
+            teacher_logits = model_outputs(teacher, batch).logits
+        student_out = model_outputs(student, batch)
         lgtm_student_loss(student_out.logits, teacher_logits, student_out.loss,
                           alpha_kd=0.5, temperature=1.0).backward()
         optimizer.step()
@@ -49,7 +49,7 @@ def relative_error(actual, expected):
 def exact_influence(teacher, student, batch, direction, *, t_alpha_kd, temperature):
     """``h = grad_phi [(grad_theta L_T(phi, theta)) . v]`` by double backward: the limit of the
     finite difference as eps -> 0 (the mixed second derivative of L_T along v)."""
-    teacher_out, student_logits = forward(teacher, batch), forward(student, batch).logits
+    teacher_out, student_logits = model_outputs(teacher, batch), model_outputs(student, batch).logits
     student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
     teacher_log_probs = F.log_softmax(teacher_out.logits / temperature, dim=-1)
     kd = (student_log_probs.exp() * (student_log_probs - teacher_log_probs)).sum(-1).mean()

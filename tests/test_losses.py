@@ -170,7 +170,8 @@ def test_one_to_one_loss_is_the_weighted_sum_of_its_terms():
     objective = OneToOneLoss(alpha_task=0.5, alpha_ce=0.3, alpha_corr=0.005, alpha_mse=0.2, alpha_cos=0.1,
                              temperature=2.0, do_mask=True)
     torch.manual_seed(11)
-    loss, terms = objective(task_loss, student_logits, teacher_logits, student_hidden, teacher_hidden, mask)
+    loss, terms = objective(task_loss=task_loss, student_logits=student_logits, teacher_logits=teacher_logits,
+                            student_hidden=student_hidden, teacher_hidden=teacher_hidden, attention_mask=mask)
     torch.manual_seed(11)
     keep = sub_teacher_mask(8)
     z_s, z_t = token_rows(student_hidden, mask), token_rows(teacher_hidden, mask)
@@ -189,7 +190,8 @@ def test_one_to_one_loss_start_end_logits_are_averaged():
     starts = torch.randn(2, 7, generator=generator), torch.randn(2, 7, generator=generator)
     ends = torch.randn(2, 7, generator=generator), torch.randn(2, 7, generator=generator)
     objective = OneToOneLoss(alpha_task=0.0, alpha_ce=1.0)
-    loss, _ = objective(torch.tensor(0.0), (starts[0], ends[0]), (starts[1], ends[1]), None, None, None)
+    loss, _ = objective(task_loss=torch.tensor(0.0), student_logits=(starts[0], ends[0]),
+                        teacher_logits=(starts[1], ends[1]))
     expected = (kd_loss(starts[0], starts[1], 2.0) + kd_loss(ends[0], ends[1], 2.0)) / 2
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 

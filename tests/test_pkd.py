@@ -66,7 +66,8 @@ def test_the_one_to_one_objective_adds_beta_times_the_patient_term():
     task = torch.tensor(0.9)
     loss_fn = OneToOneLoss(alpha_task=0.3, alpha_ce=0.7, alpha_pkd=500.0, temperature=10.0)
     assert loss_fn.uses_teacher and loss_fn.uses_patience and not loss_fn.uses_features
-    loss, terms = loss_fn(task, logits, teacher_logits, None, None, None, student_cls, teacher_cls)
+    loss, terms = loss_fn(task_loss=task, student_logits=logits, teacher_logits=teacher_logits,
+                          student_patience=student_cls, teacher_patience=teacher_cls)
     assert set(terms) == {"task", "ce", "pkd"}
     assert terms["pkd"].item() == pytest.approx(numpy_patient_loss(student_cls.detach(), teacher_cls.detach()), rel=1e-5)
     assert loss.item() == pytest.approx(0.3 * 0.9 + 0.7 * terms["ce"].item() + 500 * terms["pkd"].item(), rel=1e-6)
@@ -133,9 +134,9 @@ def test_glue_distillation_with_pkd_trains_and_reads_the_mapped_layers(deep_teac
     seen = []
     original = OneToOneLoss.__call__
 
-    def spy(self, *args):
-        seen.append(args)
-        return original(self, *args)
+    def spy(self, **inputs):
+        seen.append(inputs)
+        return original(self, **inputs)
 
     monkeypatch.setattr(OneToOneLoss, "__call__", spy)
     out = tmp_path / "pkd"
@@ -144,7 +145,7 @@ def test_glue_distillation_with_pkd_trains_and_reads_the_mapped_layers(deep_teac
     assert 0 <= results["accuracy"] <= 1
     run_args = json.loads((out / "run_args.json").read_text())
     assert run_args["alpha_pkd"] == 500 and run_args["pkd_layers"] == "last"
-    student_patience, teacher_patience = seen[0][6], seen[0][7]
+    student_patience, teacher_patience = seen[0]["student_patience"], seen[0]["teacher_patience"]
     assert student_patience.shape == teacher_patience.shape == (16, 1, 32)  # one mapped layer, width 32
     initial, trained = load_file(str(deep_teacher["student"] / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert not torch.equal(initial["distilbert.transformer.layer.0.attention.q_lin.weight"],

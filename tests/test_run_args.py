@@ -88,3 +88,45 @@ def test_parsing_and_running_leave_the_parsed_arguments_as_typed(commands, tmp_p
     assert vars(parsed[0]) == vars(parse_args([*argv, "--output_dir", str(tmp_path / "out")]))
     assert parsed[0].task_name == "rte" and parsed[0].per_device_eval_batch_size is None
     assert not hasattr(parsed[0], "evaluate_during_training") or parsed[0].evaluate_during_training is False
+
+
+# the options that change no number a run computes, as their definitions declare them
+RESULT_NEUTRAL = {"output_dir", "overwrite_output_dir", "allow_changed_args", "resume_from_checkpoint",
+                  "per_device_eval_batch_size", "max_predict_samples", "logging_steps", "save_steps",
+                  "save_total_limit", "report_to", "disable_tqdm", "dataloader_num_workers", "cache_dir",
+                  "local_rank"}
+SCRIPT_NEUTRAL = {"run_glue.py": {"do_predict", "test_file"},
+                  "run_glue_w_distillation.py": {"do_predict", "test_file", "cache_teacher_dir",
+                                                 "cache_teacher_max_memory_gb"},
+                  "run_lgtm_glue.py": {"do_predict", "test_file"},
+                  "run_imdb.py": {"output_dir_intermed"},
+                  "run_imdb_w_distillation.py": {"output_dir_intermed", "cache_teacher_dir",
+                                                 "cache_teacher_max_memory_gb"},
+                  "run_squad.py": {"output_dir_intermed"},
+                  "run_squad_w_distillation.py": {"output_dir_intermed", "cache_teacher_dir",
+                                                  "cache_teacher_max_memory_gb"}}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_NEUTRAL))
+def test_options_declare_where_they_are_defined_whether_they_change_results(script, tmp_path, monkeypatch):
+    """Each script's parser knows its result-neutral options (a resume may differ in them), the
+    parsed command keeps that beside its values, and ``run_args.json`` records only the values."""
+    import importlib
+
+    from utils.engine.cli import save_run_args
+
+    module = importlib.import_module(script[:-3])
+    parsed = {}
+    monkeypatch.setattr(module, "check_training_args", lambda args: parsed.setdefault("command", args))
+    pair = ["--teacher_model_name_or_path", "t", "--student_model_name_or_path", "s"]
+    needed = {"run_glue.py": ["--model_name_or_path", "m", "--task_name", "rte"],
+              "run_glue_w_distillation.py": [*pair, "--task_name", "rte"],
+              "run_imdb_w_distillation.py": pair,
+              "run_lgtm_glue.py": ["--model_name_or_path", "m", "--task_name", "rte"]}.get(
+                  script, ["--model_name_or_path", "m"])
+    module.parse_args([*needed, "--output_dir", str(tmp_path), "--do_eval"])
+    command = parsed["command"]
+    assert command.result_neutral == RESULT_NEUTRAL | SCRIPT_NEUTRAL[script]
+    assert "result_neutral" not in vars(command)
+    save_run_args(command, tmp_path)
+    assert "result_neutral" not in json.loads((tmp_path / "run_args.json").read_text())

@@ -22,6 +22,7 @@ from tests.conftest import run_main
 from utils.engine.errors import UserError
 from utils.engine.features import PadCollator
 from utils.engine.runtime import Runtime
+from utils.methods.teacher import TeacherOutputs
 from utils.methods.teacher_cache import DTYPES, TeacherCache, with_example_index
 from utils.miniature.synthetic_imdb import write_acl_imdb
 from utils.miniature.synthetic_squad import write_squad_dir
@@ -46,12 +47,13 @@ class FakeTeacher(torch.nn.Module):
         hidden = self.embedding[batch["input_ids"]]
         mask = batch["attention_mask"][..., None].float()
         logits = ((hidden * mask).sum(1) / mask.sum(1)) @ self.head
-        return logits, hidden, torch.stack([hidden[:, 0], 2 * hidden[:, 0] + 1], dim=1)  # two "layers" of [CLS]
+        # two "layers" of [CLS]
+        return TeacherOutputs(logits, hidden, torch.stack([hidden[:, 0], 2 * hidden[:, 0] + 1], dim=1))
 
     def token_outputs(self, batch):
         """Per-token logits ``(B, T, C)``, as a span predictor's, padding positions included."""
         hidden = self.embedding[batch["input_ids"]]
-        return hidden @ self.head, hidden, None
+        return TeacherOutputs(hidden @ self.head, hidden)
 
 
 def fake_features(count=11, seed=0):
@@ -109,11 +111,13 @@ def test_cached_outputs_and_losses_equal_those_of_the_rounded_teacher(dtype, map
         student_hidden = torch.randn(hidden.shape, generator=generator)
         task_loss = torch.tensor(0.7)
         state = torch.get_rng_state()  # the sub-teacher mask: the same draw for both
-        expected, expected_terms = loss(task_loss, student_logits, rounded_logits, student_hidden, rounded_hidden,
-                                        batch["attention_mask"])
+        expected, expected_terms = loss(task_loss=task_loss, student_logits=student_logits,
+                                        teacher_logits=rounded_logits, student_hidden=student_hidden,
+                                        teacher_hidden=rounded_hidden, attention_mask=batch["attention_mask"])
         torch.set_rng_state(state)
-        got, terms = loss(task_loss, student_logits, cached_logits, student_hidden, cached_hidden,
-                          batch["attention_mask"])
+        got, terms = loss(task_loss=task_loss, student_logits=student_logits, teacher_logits=cached_logits,
+                          student_hidden=student_hidden, teacher_hidden=cached_hidden,
+                          attention_mask=batch["attention_mask"])
         assert torch.isfinite(got) and torch.equal(got, expected) and terms.keys() == expected_terms.keys()
 
 
@@ -251,7 +255,7 @@ def rounded_teacher(monkeypatch, dtype, module=utils.methods.one_to_one, name="c
 
     def rounded(*args, **kwargs):
         outputs = live(*args, **kwargs)
-        return lambda batch: tuple(None if t is None else t.to(dtype).float() for t in outputs(batch))
+        return lambda batch: TeacherOutputs(*(None if t is None else t.to(dtype).float() for t in outputs(batch)))
 
     monkeypatch.setattr(module, name, rounded)
 

@@ -22,16 +22,42 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {value!r}")
 
 
-def add_flag(parser, *names, default=False, help=None):
-    """A boolean option usable both as ``--flag`` and as ``--flag True`` / ``--flag False``."""
-    parser.add_argument(*names, type=str2bool, nargs="?", const=True, default=default, help=help)
+def add_flag(parser, *names, default=False, help=None, changes_results=True):
+    """A boolean option usable both as ``--flag`` and as ``--flag True`` / ``--flag False``;
+    ``changes_results`` as for ``neutral``."""
+    action = parser.add_argument(*names, type=str2bool, nargs="?", const=True, default=default, help=help)
+    return action if changes_results else neutral(action)
+
+
+def neutral(action):
+    """Declare the option ``action`` (what ``add_argument`` returned) one that changes no number a
+    run computes (where files go, logging, checkpoint frequency, ...): an interrupted run may
+    resume with another value of it. Every other option must be the same on resume
+    (``utils.engine.runtime.changed_options``)."""
+    action.changes_results = False
+    return action
+
+
+class Command(argparse.Namespace):
+    """The command line as typed, and (``result_neutral``, outside its values: ``vars`` and
+    ``run_args.json`` do not show it) the options its parser declared ``neutral``."""
+
+    __slots__ = ("result_neutral",)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with errors reported as one line (and exit status 2) like every other user error."""
+    """argparse, with errors reported as one line (and exit status 2) like every other user error;
+    ``parse_args`` returns a ``Command``."""
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        command = super().parse_args(args, Command() if namespace is None else namespace)
+        if isinstance(command, Command):
+            command.result_neutral = frozenset(action.dest for action in self._actions
+                                               if not getattr(action, "changes_results", True))
+        return command
 
 
 def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_steps=500, save_steps=500,
@@ -39,21 +65,21 @@ def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_step
     """Options of the shared training loop; defaults are the released script's. With
     ``output_dir_intermed`` the script has ``--output_dir_intermed`` (checkpoints and logs apart)."""
     group = parser.add_argument_group("training")
-    group.add_argument("--output_dir", required=True, help="where the model, results and checkpoints go")
+    neutral(group.add_argument("--output_dir", required=True, help="where the model, results and checkpoints go"))
     if output_dir_intermed:
-        group.add_argument("--output_dir_intermed", default=None,
-                           help="where checkpoints and TensorBoard logs go (default: output_dir)")
-    add_flag(group, "--overwrite_output_dir", help="start afresh in a non-empty output_dir")
-    add_flag(group, "--allow_changed_args",
+        neutral(group.add_argument("--output_dir_intermed", default=None,
+                                   help="where checkpoints and TensorBoard logs go (default: output_dir)"))
+    add_flag(group, "--overwrite_output_dir", help="start afresh in a non-empty output_dir", changes_results=False)
+    add_flag(group, "--allow_changed_args", changes_results=False,
              help="resume an interrupted run with options that differ from its run_args.json (refused otherwise); "
                   "the optimizer's and the schedule's state, learning rates included, continue from the checkpoint")
-    group.add_argument("--resume_from_checkpoint", default=None,
-                       help="a checkpoint-N folder to resume from (default: the last one in output_dir)")
+    neutral(group.add_argument("--resume_from_checkpoint", default=None,
+                               help="a checkpoint-N folder to resume from (default: the last one in output_dir)"))
     group.add_argument("--per_device_train_batch_size", "--per_gpu_train_batch_size", type=int,
                        default=batch_size, dest="per_device_train_batch_size")
-    group.add_argument("--per_device_eval_batch_size", "--per_gpu_eval_batch_size", type=int,
-                       default=None, dest="per_device_eval_batch_size",
-                       help="default: the training batch size")
+    neutral(group.add_argument("--per_device_eval_batch_size", "--per_gpu_eval_batch_size", type=int,
+                               default=None, dest="per_device_eval_batch_size",
+                               help="default: the training batch size"))
     group.add_argument("--gradient_accumulation_steps", type=int, default=1)
     group.add_argument("--learning_rate", type=float, default=learning_rate)
     group.add_argument("--weight_decay", type=float, default=0.0)
@@ -69,11 +95,11 @@ def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_step
     group.add_argument("--seed", type=int, default=42)
     group.add_argument("--max_train_samples", type=int, default=None)
     group.add_argument("--max_eval_samples", type=int, default=None)
-    group.add_argument("--max_predict_samples", type=int, default=None)
-    group.add_argument("--logging_steps", type=int, default=logging_steps)
-    group.add_argument("--save_steps", type=int, default=save_steps, help="checkpoint every N steps (0: never)")
-    group.add_argument("--save_total_limit", type=int, default=2,
-                       help="keep at most this many checkpoints (the newest; 0 or less: keep all)")
+    neutral(group.add_argument("--max_predict_samples", type=int, default=None))
+    neutral(group.add_argument("--logging_steps", type=int, default=logging_steps))
+    neutral(group.add_argument("--save_steps", type=int, default=save_steps, help="checkpoint every N steps (0: never)"))
+    neutral(group.add_argument("--save_total_limit", type=int, default=2,
+                               help="keep at most this many checkpoints (the newest; 0 or less: keep all)"))
     add_flag(group, "--evaluate_during_training", help="evaluate on dev every --eval_steps steps")
     group.add_argument("--eval_steps", type=int, default=None, help="default: --logging_steps")
     add_flag(group, "--fp16", help="float16 mixed precision (CUDA)")
@@ -91,12 +117,12 @@ def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_step
     add_flag(group, "--pad_to_max_length",
              help="pad every batch to --max_seq_length as released (default: to the longest in the batch, rounded "
                   "up to a multiple of 8 on CUDA)")
-    group.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"])
-    add_flag(group, "--disable_tqdm")
-    group.add_argument("--dataloader_num_workers", type=int, default=0)
-    group.add_argument("--cache_dir", default=None, help="where hub downloads are cached")
-    group.add_argument("--local_rank", "--local-rank", type=int, default=-1,
-                       help="set by old launchers; torchrun's LOCAL_RANK environment variable is used")
+    neutral(group.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"]))
+    add_flag(group, "--disable_tqdm", changes_results=False)
+    neutral(group.add_argument("--dataloader_num_workers", type=int, default=0))
+    neutral(group.add_argument("--cache_dir", default=None, help="where hub downloads are cached"))
+    neutral(group.add_argument("--local_rank", "--local-rank", type=int, default=-1,
+                               help="set by old launchers; torchrun's LOCAL_RANK environment variable is used"))
     return group
 
 

@@ -35,9 +35,10 @@ def probe_hub(endpoint):
 
 
 def hub_reachable():
-    """Whether the Hugging Face hub answers (``probe_hub``, once per process). When it does not,
-    hub names load from the local cache only (the hub's offline mode), which says so at once
-    instead of retrying for a minute, and this is logged once."""
+    """Whether the Hugging Face hub answers (``probe_hub``, once per process); False under the
+    user's ``HF_HUB_OFFLINE=1``. When it does not answer, ``_load`` loads hub names from the local
+    cache only (``local_files_only``), which says so at once instead of retrying for a minute, and
+    this is logged once. Nothing of the hub client's configuration is changed."""
     import huggingface_hub.constants as hub
 
     if hub.HF_HUB_OFFLINE:
@@ -46,7 +47,6 @@ def hub_reachable():
         problem = probe_hub(hub.ENDPOINT)
         hub_reachable.answer = problem is None
         if problem is not None:
-            hub.HF_HUB_OFFLINE = True
             logger.warning("the Hugging Face hub (%s) cannot be reached (%s): hub names load from the local cache "
                            "only", urlparse(hub.ENDPOINT).hostname, problem)
     return hub_reachable.answer

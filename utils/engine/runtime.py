@@ -124,16 +124,13 @@ def move_to_device(batch, device):
 
 COMPLETION_MARK = "run_complete.json"
 RUN_ARGS = "run_args.json"
-# the results the scripts write (utils.tasks.glue, utils.tasks.imdb, utils.tasks.squad, run_lgtm_glue.py), removed with
-# --overwrite_output_dir so that none of an old run's passes for the new run's
-RESULT_FILES = ("eval_results.json", "teacher_eval_results.json", "predictions.json", "nbest_predictions.json")
+# A run's results are the JSON files in its output folder whose names end so (eval_results.json,
+# teacher_eval_results.json, predictions.json, nbest_predictions.json, ...): whatever writes a result
+# names it so, and --overwrite_output_dir removes them, so that none of an old run's passes for the
+# new run's.
+RESULT_SUFFIXES = ("results.json", "predictions.json")
 # what a start writes before its first checkpoint: a folder holding only these is not a run yet
 FAILED_START_FILES = {RUN_ARGS, "runs", "teacher_cache"}
-# options that change no number a run computes: a resume may differ in them
-RESUME_NEUTRAL = {"overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "save_steps", "save_total_limit",
-                  "disable_tqdm", "report_to", "dataloader_num_workers", "cache_dir", "cache_teacher_dir",
-                  "cache_teacher_max_memory_gb", "local_rank", "allow_changed_args", "per_device_eval_batch_size",
-                  "output_dir", "output_dir_intermed", "do_predict", "test_file", "max_predict_samples"}
 
 
 def checkpoint_dir(args):
@@ -187,10 +184,12 @@ def check_writable(args):
 
 def changed_options(recorded, command):
     """``{option: (recorded value, value now)}`` for the options that change a run's numbers and
-    differ; an option the record does not have (a run started by an older version) is not compared."""
-    now = vars(command)
+    differ: every option but those its definition declared ``neutral`` (``command.result_neutral``,
+    ``utils.engine.cli.Command``). An option the record does not have (a run started by an older
+    version) is not compared."""
+    now, neutral = vars(command), getattr(command, "result_neutral", frozenset())
     changes = {key: (recorded[key], now[key]) for key in sorted(set(recorded) & set(now))
-               if key not in RESUME_NEUTRAL and recorded[key] != now[key]}
+               if key not in neutral and recorded[key] != now[key]}
     # --eval_steps defaults to --logging_steps: when it follows it, a new --logging_steps moves the
     # evaluations (and so LGTM's best student)
     if "eval_steps" in recorded and "eval_steps" not in changes:
@@ -252,8 +251,10 @@ def prepare_output_dir(args, command, runtime):
                 for checkpoint in checkpoints:
                     shutil.rmtree(checkpoint)
                 # the old run's mark and results, which the new run might not write again
-                for name in (COMPLETION_MARK, *RESULT_FILES):
-                    (output_dir / name).unlink(missing_ok=True)
+                (output_dir / COMPLETION_MARK).unlink(missing_ok=True)
+                for result in output_dir.glob("*.json"):
+                    if result.name.endswith(RESULT_SUFFIXES):
+                        result.unlink()
                 for old_record in output_dir.glob("run_args.before_*.json"):
                     old_record.unlink()
         elif is_complete(output_dir):

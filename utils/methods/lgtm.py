@@ -234,7 +234,7 @@ class BestScore:
 # --------------------------------------------------------------------------- the LGTM teacher gradient
 
 
-def forward(model, batch, parameters=None, inputs_embeds=None):
+def model_outputs(model, batch, parameters=None, inputs_embeds=None):
     """``model`` on the entries of ``batch`` its forward names (DistilBERT takes no
     token_type_ids; labels give the task loss); with ``parameters`` ({name: tensor}), evaluated
     functionally on them instead of the model's own; with ``inputs_embeds``, on those input
@@ -433,7 +433,7 @@ def _influence(teacher, student, batch, direction, *, t_alpha_kd, temperature, r
         if teacher_rows is not None:
             wrt[teacher_rows.name] = named_teacher[teacher_rows.name].detach()[teacher_rows.ids].requires_grad_()
             inputs_embeds = teacher_rows.embed(wrt[teacher_rows.name])
-        teacher_logits = forward(teacher, batch, inputs_embeds=inputs_embeds).logits
+        teacher_logits = model_outputs(teacher, batch, inputs_embeds=inputs_embeds).logits
         logit_gradient = t_alpha_kd * (minus - plus) / (2 * eps * temperature * len(teacher_logits))
         grads = dict(zip(wrt, torch.autograd.grad(teacher_logits, list(wrt.values()),
                                                   logit_gradient.to(teacher_logits.dtype),
@@ -460,7 +460,7 @@ def _perturbed_probabilities(student, batch, direction, step, temperature, rows)
     # norm spread over all of them, far below bfloat16's (or float16's) rounding of one weight,
     # so that s(theta + eps v) - s(theta - eps v) would be rounding noise in 16 bits
     with torch.autocast(device_type=next(student.parameters()).device.type, enabled=False):
-        logits = forward(student, batch, perturbed, inputs_embeds).logits
+        logits = model_outputs(student, batch, perturbed, inputs_embeds).logits
     return F.softmax(logits / temperature, dim=-1,
                      dtype=torch.promote_types(logits.dtype, torch.float32))
 
@@ -526,7 +526,7 @@ def _batch_gradients(teacher, student, batch, trainable, rows, *, alpha_kd, t_al
     for piece in _pieces(columns, count):
         weight = len(piece["input_ids"]) / len(batch["input_ids"])
         inputs_embeds = None if table is None else rows.embed(table, piece["embedding_positions"])
-        teacher_out, student_out = forward(teacher, piece), forward(student, piece, None, inputs_embeds)
+        teacher_out, student_out = model_outputs(teacher, piece), model_outputs(student, piece, None, inputs_embeds)
         total = weight * (lgtm_teacher_loss(teacher_out.logits, student_out.logits, teacher_out.loss,
                                             t_alpha_kd=t_alpha_kd, temperature=temperature)
                           + lgtm_student_loss(student_out.logits, teacher_out.logits, student_out.loss,
@@ -575,7 +575,7 @@ def _quiz_gradient(student, quiz_batch, lookahead, rows):
     leaves = {name: theta.requires_grad_() for name, theta in lookahead.items()}
     parameters = {name: leaf for name, leaf in leaves.items() if rows is None or name != rows.name}
     inputs_embeds = None if rows is None else rows.embed(leaves[rows.name])
-    quiz_loss = forward(student, quiz_batch, parameters, inputs_embeds).loss
+    quiz_loss = model_outputs(student, quiz_batch, parameters, inputs_embeds).loss
     direction = dict(zip(leaves, gradients_or_zeros(quiz_loss, list(leaves.values()))))
     if rows is not None:
         direction[rows.name] = Rows(rows.ids, direction[rows.name])

@@ -30,7 +30,7 @@ from utils.engine.models import (
     num_layers,
     same_vocabulary,
 )
-from utils.methods.teacher import load_teacher
+from utils.methods.teacher import TeacherOutputs, load_teacher
 from utils.methods.teacher_cache import TeacherCache, with_example_index
 from utils.tasks.squad import span_logits, span_loss
 
@@ -150,21 +150,21 @@ def teacher_arguments(teacher, args):
     return forward_arguments(teacher) - ({"token_type_ids"} if args.omit_teacher_token_type_ids else set())
 
 
-def check_pair(args, loss, student, teacher, student_tokenizer, teacher_tokenizer, student_name, teacher_name):
+def check_pair(args, loss_fn, student, teacher, student_tokenizer, teacher_tokenizer, student_name, teacher_name):
     """Refuse a teacher/student pair the feature losses cannot compare; return whether the
     teacher needs its own tokenisation (different vocabulary, logit losses only)."""
     if args.feed_student_ids_to_teacher and len(student_tokenizer) > teacher.config.vocab_size:
         raise UserError(f"--feed_student_ids_to_teacher: the student's vocabulary ({len(student_tokenizer)} tokens) "
                         f"is larger than the teacher's embedding table ({teacher.config.vocab_size})")
     shares_tokens = args.feed_student_ids_to_teacher or same_vocabulary(student_tokenizer, teacher_tokenizer)
-    if loss.uses_features and not shares_tokens:
+    if loss_fn.uses_features and not shares_tokens:
         raise UserError(
             f"the student {student_name} and the teacher {teacher_name} "
             "tokenise differently (vocabulary or casing), so their hidden states cannot be compared token by "
             "token for --alpha_corr/--alpha_mse/--alpha_cos: use a student with the teacher's tokenizer (for "
             "an uncased BERT teacher: distilbert-base-uncased), or set those weights to 0 (or pass "
             "--feed_student_ids_to_teacher to reproduce the released script)")
-    if (loss.uses_features or loss.uses_patience) and hidden_width(student) != hidden_width(teacher):
+    if (loss_fn.uses_features or loss_fn.uses_patience) and hidden_width(student) != hidden_width(teacher):
         raise UserError(f"the student's hidden width ({hidden_width(student)}) differs from the teacher's "
                         f"({hidden_width(teacher)}); the feature losses need equal widths")
     return not shares_tokens
@@ -225,10 +225,10 @@ class StudentAndTeacher:
         return pad_ids
 
 
-def load_student_and_teacher(args, task, loss, device):
+def load_student_and_teacher(args, task, loss_fn, device):
     """Load ``--student_model_name_or_path`` (with a new head for ``task`` when training) and the
     fine-tuned ``--teacher_name_or_path`` (frozen, in eval mode) on ``device``, with their
-    tokenizers; refuse a pair that ``loss`` cannot compare (``check_pair``)."""
+    tokenizers; refuse a pair that ``loss_fn`` cannot compare (``check_pair``)."""
     tokenizer = load_tokenizer(args.student_model_name_or_path, what="student", cache_dir=args.cache_dir,
                                do_lower_case=args.do_lower_case)
     teacher, teacher_tokenizer = load_teacher(
@@ -236,22 +236,21 @@ def load_student_and_teacher(args, task, loss, device):
         untrained_head="allow" if args.allow_untrained_teacher_head else "refuse")
     student = load_classifier(args.student_model_name_or_path, task, what="student", cache_dir=args.cache_dir,
                               keep_head=not args.do_train)
-    own_teacher_tokens = check_pair(args, loss, student, teacher, tokenizer, teacher_tokenizer,
+    own_teacher_tokens = check_pair(args, loss_fn, student, teacher, tokenizer, teacher_tokenizer,
                                     args.student_model_name_or_path, args.teacher_name_or_path)
-    layers = patient_layers(args, student, teacher) if loss.uses_patience else ()
+    layers = patient_layers(args, student, teacher) if loss_fn.uses_patience else ()
     teacher.to(device).eval().requires_grad_(False)
     student.to(device)
     return StudentAndTeacher(student, teacher, tokenizer, teacher_tokenizer if own_teacher_tokens else None, layers)
 
 
-def classifier_teacher_outputs(pair, loss, task, args):
-    """``teacher_outputs(batch) -> (logits, last hidden layer or None, mapped [CLS] states or
-    None)`` of the frozen teacher, without gradients: it reads its own tokens when it has them and
+def classifier_teacher_outputs(pair, loss_fn, task, args):
+    """``teacher_outputs(batch) -> TeacherOutputs`` of the frozen teacher, without gradients: it reads its own tokens when it has them and
     no ``token_type_ids`` with ``--omit_teacher_token_type_ids``; its logits are put in the task's
-    label order; the hidden layer is returned when ``loss`` has a feature term, the (B, M, d)
+    label order; the hidden layer is returned when ``loss_fn`` has a feature term, the (B, M, d)
     [CLS] states of the teacher layers of ``pair.patient_layers`` when it has the PKD term."""
     teacher = pair.teacher
-    needs_states = loss.uses_features or loss.uses_patience
+    needs_states = loss_fn.uses_features or loss_fn.uses_patience
     mapped = [teacher_layer for _, teacher_layer in pair.patient_layers]
     teacher_prefix = "teacher_" if pair.teacher_tokenizer is not None else ""
     teacher_accepted = teacher_arguments(teacher, args)
@@ -261,48 +260,48 @@ def classifier_teacher_outputs(pair, loss, task, args):
     def teacher_outputs(batch):
         outputs = teacher(**model_inputs(batch, teacher_accepted, teacher_prefix), output_hidden_states=needs_states)
         logits = outputs.logits if teacher_order is None else outputs.logits[:, teacher_order]
-        return (logits, outputs.hidden_states[-1] if loss.uses_features else None,
-                cls_states(outputs.hidden_states, mapped) if loss.uses_patience else None)
+        return TeacherOutputs(logits=logits, hidden=outputs.hidden_states[-1] if loss_fn.uses_features else None,
+                              patience=cls_states(outputs.hidden_states, mapped) if loss_fn.uses_patience else None)
 
     return teacher_outputs
 
 
-def classifier_teacher_targets(args, runtime, pair, loss, task, train_features, collate_fn):
+def classifier_teacher_targets(args, runtime, pair, loss_fn, task, train_features, collate_fn):
     """``(train_features, teacher_outputs)`` for ``classifier_distillation_loss``: the teacher
     itself, or with ``--cache_teacher`` (when the loss uses the teacher) a ``TeacherCache`` filled
     here and the features with their ``example_index``."""
-    teacher_outputs = classifier_teacher_outputs(pair, loss, task, args)
-    if not (args.cache_teacher and loss.uses_teacher):
+    teacher_outputs = classifier_teacher_outputs(pair, loss_fn, task, args)
+    if not (args.cache_teacher and loss_fn.uses_teacher):
         return train_features, teacher_outputs
     train_features = with_example_index(train_features)
     cache = TeacherCache.fill(args, runtime, pair.teacher, teacher_outputs, train_features, collate_fn,
                               num_logits=pair.teacher.config.num_labels,
-                              hidden_width=hidden_width(pair.teacher) if loss.uses_features else None,
+                              hidden_width=hidden_width(pair.teacher) if loss_fn.uses_features else None,
                               patience_shape=(len(pair.patient_layers), hidden_width(pair.teacher))
-                              if loss.uses_patience else None)
+                              if loss_fn.uses_patience else None)
     return train_features, cache
 
 
-def classifier_distillation_loss(pair, loss, teacher_outputs):
+def classifier_distillation_loss(pair, loss_fn, teacher_outputs):
     """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.engine.loop.train``.
 
     The student's forward gives the task loss, its logits, (when a feature loss is on) its last
     hidden layer and (with the PKD term) the [CLS] states of its layers of
     ``pair.patient_layers``; ``teacher_outputs(batch)`` (``classifier_teacher_outputs`` or its
-    ``TeacherCache``) the teacher's; ``loss`` (a ``OneToOneLoss``) combines them.
+    ``TeacherCache``) the teacher's; ``loss_fn`` (a ``OneToOneLoss``) combines them.
     """
     student_accepted = forward_arguments(pair.student)
     mapped = [student_layer for student_layer, _ in pair.patient_layers]
 
     def compute_loss(model, batch):
         outputs = model(**model_inputs(batch, student_accepted), labels=batch["labels"],
-                          output_hidden_states=loss.uses_features or loss.uses_patience)
-        teacher_logits, teacher_hidden, teacher_patience = (teacher_outputs(batch) if loss.uses_teacher
-                                                            else (None, None, None))
-        student_hidden = outputs.hidden_states[-1] if loss.uses_features else None
-        student_patience = cls_states(outputs.hidden_states, mapped) if loss.uses_patience else None
-        return loss(outputs.loss, outputs.logits, teacher_logits, student_hidden, teacher_hidden,
-                    batch["attention_mask"], student_patience, teacher_patience)
+                          output_hidden_states=loss_fn.uses_features or loss_fn.uses_patience)
+        teacher = teacher_outputs(batch) if loss_fn.uses_teacher else TeacherOutputs(logits=None)
+        return loss_fn(task_loss=outputs.loss, student_logits=outputs.logits, teacher_logits=teacher.logits,
+                    student_hidden=outputs.hidden_states[-1] if loss_fn.uses_features else None,
+                    teacher_hidden=teacher.hidden, attention_mask=batch["attention_mask"],
+                    student_patience=cls_states(outputs.hidden_states, mapped) if loss_fn.uses_patience else None,
+                    teacher_patience=teacher.patience)
 
     return compute_loss
 
@@ -310,16 +309,16 @@ def classifier_distillation_loss(pair, loss, teacher_outputs):
 # --------------------------------------------------------------------------- span predictors (SQuAD)
 
 
-def load_span_teacher(args, loss, student, tokenizer, device):
+def load_span_teacher(args, loss_fn, student, tokenizer, device):
     """The frozen SQuAD teacher ``--teacher_name_or_path`` on ``device``, checked against the
-    student; None when no term of ``loss`` uses it (or nothing is trained)."""
-    if not (args.do_train and loss.uses_teacher):
+    student; None when no term of ``loss_fn`` uses it (or nothing is trained)."""
+    if not (args.do_train and loss_fn.uses_teacher):
         return None
     if not args.teacher_name_or_path:
         raise UserError("--teacher_name_or_path is needed: --alpha_ce, --alpha_corr, --alpha_mse or --alpha_cos "
                         "is above 0")
     teacher, teacher_tokenizer = load_teacher(args.teacher_name_or_path, cache_dir=args.cache_dir)
-    if check_pair(args, loss, student, teacher, tokenizer, teacher_tokenizer, args.model_name_or_path,
+    if check_pair(args, loss_fn, student, teacher, tokenizer, teacher_tokenizer, args.model_name_or_path,
                   args.teacher_name_or_path):
         raise UserError(f"the student {args.model_name_or_path} and the teacher {args.teacher_name_or_path} "
                         "tokenise differently; SQuAD's start and end logits are compared token by token over "
@@ -329,8 +328,8 @@ def load_span_teacher(args, loss, student, tokenizer, device):
 
 
 def span_teacher_outputs(teacher, args, uses_features):
-    """``teacher_outputs(batch) -> (logits (B, T, 2), last hidden layer or None, None)`` of the frozen
-    teacher, without gradients: its start and end logits stacked on the last dimension, unmasked
+    """``teacher_outputs(batch) -> TeacherOutputs`` of the frozen teacher, without gradients:
+    ``logits`` (B, T, 2), its start and end logits stacked on the last dimension, unmasked
     (``teacher_span_logits`` masks them), from the student's windows with their ``token_type_ids``
     (none with ``--omit_teacher_token_type_ids``); the hidden layer when ``uses_features``."""
     accepted = teacher_arguments(teacher, args)
@@ -339,21 +338,21 @@ def span_teacher_outputs(teacher, args, uses_features):
     def teacher_outputs(batch):
         outputs = teacher(**model_inputs(batch, accepted), output_hidden_states=uses_features)
         logits = torch.stack([outputs.start_logits, outputs.end_logits], dim=-1)
-        return logits, outputs.hidden_states[-1] if uses_features else None, None
+        return TeacherOutputs(logits=logits, hidden=outputs.hidden_states[-1] if uses_features else None)
 
     return teacher_outputs
 
 
-def span_teacher_targets(args, runtime, teacher, loss, train_features, collate_fn):
+def span_teacher_targets(args, runtime, teacher, loss_fn, train_features, collate_fn):
     """``(train_features, teacher_outputs)`` for ``span_distillation_loss``: the teacher itself
     (``span_teacher_outputs``), or with ``--cache_teacher`` a ``TeacherCache`` filled here (logits
     at the positions the span loss reads) and the features with their ``example_index``."""
-    teacher_outputs = span_teacher_outputs(teacher, args, loss.uses_features)
+    teacher_outputs = span_teacher_outputs(teacher, args, loss_fn.uses_features)
     if not args.cache_teacher:
         return train_features, teacher_outputs
     train_features = with_example_index(train_features)
     cache = TeacherCache.fill(args, runtime, teacher, teacher_outputs, train_features, collate_fn, num_logits=2,
-                              hidden_width=hidden_width(teacher) if loss.uses_features else None,
+                              hidden_width=hidden_width(teacher) if loss_fn.uses_features else None,
                               logits_per_token=True,
                               padded_length=args.max_seq_length if args.pad_to_max_length else None)
     return train_features, cache
@@ -366,26 +365,27 @@ def teacher_span_logits(logits, batch, released_padding):
     return span_logits(outputs, batch, released_padding)
 
 
-def span_distillation_loss(student, loss, teacher_outputs, released_padding):
+def span_distillation_loss(student, loss_fn, teacher_outputs, released_padding):
     """``compute_loss(student, batch) -> (loss, terms)`` for ``utils.engine.loop.train`` on SQuAD windows.
 
     The student's start and end logits (masked by ``span_logits``; ``released_padding`` with
     ``--pad_to_max_length``) give the span loss; ``teacher_outputs(batch)``
     (``span_teacher_outputs``, its ``TeacherCache``, or None when no term uses the teacher) the
-    teacher's logits and hidden layer; ``loss`` (a ``OneToOneLoss``) combines them, the KD term
+    teacher's logits and hidden layer; ``loss_fn`` (a ``OneToOneLoss``) combines them, the KD term
     over the start and the end logits.
     """
     student_accepted = forward_arguments(student)
 
     def compute_loss(model, batch):
-        outputs = model(**model_inputs(batch, student_accepted), output_hidden_states=loss.uses_features)
+        outputs = model(**model_inputs(batch, student_accepted), output_hidden_states=loss_fn.uses_features)
         student_logits = span_logits(outputs, batch, released_padding)
         teacher_logits = teacher_hidden = None
         if teacher_outputs is not None:
-            logits, teacher_hidden, _ = teacher_outputs(batch)
-            teacher_logits = teacher_span_logits(logits, batch, released_padding)
-        student_hidden = outputs.hidden_states[-1] if loss.uses_features else None
-        return loss(span_loss(*student_logits, batch), student_logits, teacher_logits, student_hidden,
-                    teacher_hidden, batch["attention_mask"])
+            teacher = teacher_outputs(batch)
+            teacher_logits, teacher_hidden = teacher_span_logits(teacher.logits, batch, released_padding), teacher.hidden
+        return loss_fn(task_loss=span_loss(*student_logits, batch), student_logits=student_logits,
+                    teacher_logits=teacher_logits, teacher_hidden=teacher_hidden,
+                    student_hidden=outputs.hidden_states[-1] if loss_fn.uses_features else None,
+                    attention_mask=batch["attention_mask"])
 
     return compute_loss

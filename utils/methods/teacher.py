@@ -7,6 +7,9 @@ run as written and every run records the teacher under one name.
 """
 
 import logging
+from typing import NamedTuple
+
+import torch
 
 from utils.engine.cli import add_flag
 from utils.engine.errors import UserError
@@ -19,6 +22,15 @@ from utils.engine.models import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class TeacherOutputs(NamedTuple):
+    """What the frozen teacher (or its ``TeacherCache``) gives a one-to-one distillation step for
+    one batch, float32 on the batch's device; read by name."""
+
+    logits: torch.Tensor  # (B, C); SQuAD's start and end logits per token (B, T, 2)
+    hidden: torch.Tensor | None = None  # (B, T, d) last hidden layer, when a feature loss reads it
+    patience: torch.Tensor | None = None  # (B, M, d) [CLS] states of PKD's mapped layers, with that term
 
 
 def add_teacher_args(group, released_name=None, *, classifier=True, required=False, help="the fine-tuned teacher"):

@@ -23,9 +23,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from utils.engine.cli import add_flag
+from utils.engine.cli import add_flag, neutral
 from utils.engine.errors import UserError
 from utils.engine.runtime import checkpoint_dir, move_to_device
+from utils.methods.teacher import TeacherOutputs
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,11 @@ def add_teacher_cache_args(parser):
     group.add_argument("--cache_teacher_dtype", choices=sorted(DTYPES), default="float16",
                        help="storage type of the cache: float16 (default; 11 significant bits) or bfloat16 (8 "
                             "bits, float32's range: for a teacher whose outputs exceed 65504)")
-    group.add_argument("--cache_teacher_dir", default=None,
-                       help="memory-map the cache from files in this folder instead of holding it in memory")
-    group.add_argument("--cache_teacher_max_memory_gb", type=float, default=4.0,
-                       help="a cache larger than this is memory-mapped from <checkpoint dir>/teacher_cache "
-                            "(default 4)")
+    neutral(group.add_argument("--cache_teacher_dir", default=None,
+                               help="memory-map the cache from files in this folder instead of holding it in memory"))
+    neutral(group.add_argument("--cache_teacher_max_memory_gb", type=float, default=4.0,
+                               help="a cache larger than this is memory-mapped from <checkpoint dir>/teacher_cache "
+                                    "(default 4)"))
     return group
 
 
@@ -64,10 +65,10 @@ def with_example_index(features):
 
 
 class TeacherCache:
-    """``cache(batch) -> (teacher_logits, teacher_hidden or None, teacher_patience or None)``,
-    float32 on the batch's device, like the teacher function it was filled from; ``teacher_hidden``
-    is ``(B, T, d)`` with the cached rows at the real tokens and zeros at padding (which the losses
-    never read); ``teacher_patience`` the ``(B, M, d)`` [CLS] states of the layers PKD maps.
+    """``cache(batch) -> TeacherOutputs``, float32 on the batch's device, like the teacher
+    function it was filled from; ``hidden`` is ``(B, T, d)`` with the cached rows at the real
+    tokens and zeros at padding (which the losses never read); ``patience`` the ``(B, M, d)``
+    [CLS] states of the layers PKD maps.
 
     Per-token logits (``logit_offsets`` set) come back as ``(B, T, C)`` with the cached values at
     the kept positions and zeros elsewhere (padding, which the caller masks); the kept positions
@@ -98,7 +99,7 @@ class TeacherCache:
         patience = None
         if self.patience is not None:
             patience = self._values(self.patience[indices], mask.device).view(len(indices), *self.patience_shape)
-        return logits, hidden, patience
+        return TeacherOutputs(logits=logits, hidden=hidden, patience=patience)
 
     def logit_positions(self, batch):
         """``(B, T)`` bool: the positions whose per-token logits are cached."""
@@ -129,8 +130,7 @@ class TeacherCache:
     @classmethod
     def fill(cls, args, runtime, teacher, teacher_outputs, dataset, collate_fn, *, num_logits, hidden_width=None,
              logits_per_token=False, padded_length=None, patience_shape=None):
-        """Run ``teacher_outputs(batch) -> (logits, last hidden (B, T, d) or None, mapped [CLS]
-        states (B, M, d) or None)`` once over ``dataset`` (batches of
+        """Run ``teacher_outputs(batch) -> TeacherOutputs`` once over ``dataset`` (batches of
         ``--per_device_eval_batch_size``, longest examples first, no gradients, under the run's
         mixed precision as in training) and store its outputs; ``hidden_width`` None: no hidden
         states; ``patience_shape`` (M, d), or None: no [CLS] states. Every process fills the cache
@@ -178,16 +178,16 @@ class TeacherCache:
                                                      disable=None if runtime.is_main else True)):
                 batch = move_to_device(batch, runtime.device)
                 with runtime.autocast():
-                    batch_logits, batch_hidden, batch_patience = teacher_outputs(batch)
+                    outputs = teacher_outputs(batch)
                 if logit_offsets is None:
-                    logits[indices] = _bits(batch_logits, dtype)
+                    logits[indices] = _bits(outputs.logits, dtype)
                 else:
                     kept = cache.logit_positions(batch)
-                    _write_rows(logits, logit_offsets, indices, _bits(batch_logits[kept], dtype))
+                    _write_rows(logits, logit_offsets, indices, _bits(outputs.logits[kept], dtype))
                 if hidden is not None:
-                    _write_rows(hidden, offsets, indices, _bits(batch_hidden[batch["attention_mask"].bool()], dtype))
+                    _write_rows(hidden, offsets, indices, _bits(outputs.hidden[batch["attention_mask"].bool()], dtype))
                 if patience is not None:
-                    patience[indices] = _bits(batch_patience.flatten(1), dtype)
+                    patience[indices] = _bits(outputs.patience.flatten(1), dtype)
         return cache
 
 
