@@ -9,7 +9,7 @@ positive). Then fine-tunes the teacher with run_glue.py, fine-tunes the student 
 run_glue.py (the baseline), distils the student with the cross-correlation loss and its
 sub-teacher (the paper's command) with run_glue_w_distillation.py, and prints the three dev
 accuracies, whichever is higher. It shows the commands at work on models small enough for a
-minute; the README's "The tables in miniature" has the methods' numbers on a real pretrained
+minute; the README's "Results: the tables in miniature" has the methods' numbers on a real pretrained
 BERT and real GLUE data.
 """
 
@@ -69,7 +69,7 @@ def main(argv=None):
     for name in RUNS:
         print(f"  {labels[name]:<62} {metrics[name]['accuracy']:.3f}")
     print(f"the models and their eval_results.json are in {args.output_dir}/" + ", ".join(RUNS))
-    print("real numbers (a pretrained BERT on GLUE): README, 'The tables in miniature'")
+    print("real numbers (a pretrained BERT on GLUE): README, 'Results: the tables in miniature'")
 
 
 if __name__ == "__main__":

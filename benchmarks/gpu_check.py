@@ -9,7 +9,7 @@ speed of the shipped steps at BERT-base shapes: two commands, each of a few minu
 It needs no hub, no downloaded weights, no ``datasets`` and nothing outside the repository: the
 models are built from configs with random weights (teacher BERT 12x768, student DistilBERT 6x768,
 the 30522-row vocabulary of bert-base-uncased; --tiny: 2x32 and 1x32), the scripts' data are the
-synthetic fixtures of ``utils.synthetic_*`` (GLUE RTE, SQuAD, aclImdb), and the speed rows read the
+synthetic fixtures of ``utils.miniature.synthetic_*`` (GLUE RTE, SQuAD, aclImdb), and the speed rows read the
 subsampled real sentences of ``benchmarks/data`` (SST-2 lengths; MRPC sentence pairs, 53 tokens a
 pair on average, for MNLI-like lengths; MNLI's average about 40). Each command prints an estimate
 of its time from its step counts before it starts, and stops cleanly once the next piece would

@@ -2,7 +2,7 @@
 # Both papers' GLUE tables in miniature, on a real pretrained BERT and real GLUE data, with the
 # table scripts and collect_results.py: the one-to-one table (every method of
 # scripts/one_to_one_glue.sh) and the LGTM table (KD, ProKT, LGTM of scripts/lgtm_glue.sh).
-# `--help` for the options, README "The tables in miniature" for what it computes and its results.
+# `--help` for the options, README "Results: the tables in miniature" for what it computes and its results.
 set -euo pipefail
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -51,7 +51,7 @@ Rerun the same command after an interruption: finished runs are skipped, the oth
 EOF
 }
 
-# training examples kept per task (README "The tables in miniature" says why these sizes)
+# training examples kept per task (README "Results: the tables in miniature" says why these sizes)
 DEFAULT_O2O_TRAIN=cola=800,sst2=2000,stsb=800,mrpc=400,rte=400
 DEFAULT_LGTM_TRAIN=sst2=400,mrpc=160
 DEFAULT_EVAL_STEPS=25

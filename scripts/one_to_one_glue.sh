@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one-to-one paper's GLUE table (Saadi et al. 2023): download GLUE, fine-tune the BERT-base
 # teacher per task (the paper's command), then distil DistilBERT with each loss of the paper's
-# comparison, task after task, on one GPU. `--help` for the options, README "Reproducing the tables".
+# comparison, task after task, on one GPU. `--help` for the options, docs/tables.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
