@@ -18,7 +18,10 @@ A cell whose runs are not all finished says how many are; a cell without any fin
 "missing" (no run folder, no log) or "failed" (a run folder without a finished run, i.e. without
 run_complete.json, or only a log: the run failed, was interrupted, or is still running). Published numbers (the papers' tables) are shown as a
 "(published)" row with an "ours - published" row under it, only where the paper gives them;
-a note under the table flags a published value that the paper printed wrongly.
+a note under the table flags a published value that the paper printed wrongly. What cannot be
+read (a finished run whose eval_results.json is empty, truncated, not a JSON object, or holds a
+metric that is not a number) is named on stderr, file and why, and its cell counts it as failed;
+folders under the root that belong to no table are listed there too.
 
 ``--plot DIR`` draws each table (matplotlib): one panel per task, each method's mean over its
 seeds with the spread (the smallest to the largest seed) as an error bar and the published value
@@ -119,20 +122,63 @@ def run_dir(root, table, task, method, seed):
     return Path(root) / RUN_DIR_LAYOUT.format(table=table, task=task, method=method, seed=seed)
 
 
-def run_status(path):
+def run_status(path, problems):
     """("ok", metrics) for a finished run (its completion mark written), ("failed", None) or
     ("missing", None) otherwise: a run without the mark is still running, was interrupted or failed,
-    whatever results it wrote on the way (LGTM writes its best student's as it goes)."""
+    whatever results it wrote on the way (LGTM writes its best student's as it goes). A finished
+    run whose results cannot be read is "failed", and ``problems`` gets (file, why)."""
     results = path / "eval_results.json"
     log = path.with_name(path.name + LOG_SUFFIX)
-    if results.is_file() and (path / COMPLETION_MARK).is_file():
+    if (path / COMPLETION_MARK).is_file():
         try:
-            return "ok", json.loads(results.read_text())
-        except (OSError, ValueError):
+            metrics = json.loads(results.read_text())
+        except FileNotFoundError:
+            problems.append((results, "the run finished (run_complete.json) but wrote no results"))
             return "failed", None
+        except (OSError, ValueError) as error:
+            why = "empty" if results.is_file() and not results.stat().st_size else f"not valid JSON ({error})"
+            problems.append((results, why))
+            return "failed", None
+        if not isinstance(metrics, dict):
+            problems.append((results, f"a JSON {type(metrics).__name__}, not an object of metrics"))
+            return "failed", None
+        return "ok", metrics
     if path.exists() or log.is_file():
         return "failed", None
     return "missing", None
+
+
+def metric_value(metrics, metric, path, problems):
+    """``metrics[metric]`` when it is a number; else None, and why in ``problems`` when it is
+    there but not a number."""
+    value = metrics.get(metric)
+    if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float))):
+        problems.append((path / "eval_results.json", f"{metric} is {value!r}, not a number"))
+        return None
+    return value
+
+
+def stray_folders(root):
+    """Folders under ``root`` that belong to no table: not a table, a task of it, a method of that
+    table or a ``seed<k>`` run (the miniature tables' ``data`` folder is theirs)."""
+    stray = []
+    for table_dir in sorted(path for path in Path(root).iterdir() if path.is_dir()):
+        if table_dir.name not in TABLES:
+            if table_dir.name != "data":
+                stray.append(table_dir)
+            continue
+        methods = TABLES[table_dir.name][2]
+        for task_dir in sorted(path for path in table_dir.iterdir() if path.is_dir()):
+            if task_dir.name not in TASKS:
+                stray.append(task_dir)
+                continue
+            for method_dir in sorted(path for path in task_dir.iterdir() if path.is_dir()):
+                if method_dir.name not in methods:
+                    stray.append(method_dir)
+                    continue
+                stray += sorted(path for path in method_dir.iterdir()
+                                if path.is_dir() and not re.fullmatch(r"seed\d+", path.name))
+    return stray
 
 
 def seeds_found(root, table, method_filter):
@@ -188,17 +234,20 @@ def collect_table(root, table, seeds=None, tasks=None, with_published=True, meth
     student_seeds = seeds or seeds_found(root, table, lambda m: m != "teacher") or [TEACHER_SEED]
     teacher_seeds = seeds_found(root, table, lambda m: m == "teacher") or [TEACHER_SEED]
     columns = [(task, metric, f"{TASKS[task][0]} {METRIC_NAMES[metric]}") for task in tasks for metric in TASKS[task][1]]
-    rows = []
+    rows, problems = [], []
     for method, label in methods.items():
         method_seeds = teacher_seeds if method == "teacher" else student_seeds
         cells, scores = {}, []
         for task in tasks:
-            runs = [run_status(run_dir(root, table, task, method, seed)) for seed in method_seeds]
+            paths = [run_dir(root, table, task, method, seed) for seed in method_seeds]
+            runs = [run_status(path, problems) for path in paths]
             scale = 1.0 if task in ALREADY_PERCENT else 100.0
             for metric in TASKS[task][1]:
-                values = [scale * metrics[metric] for status, metrics in runs
-                          if status == "ok" and isinstance(metrics.get(metric), (int, float))]
-                statuses = [status if status != "ok" or metric in metrics else "failed" for status, metrics in runs]
+                found = [metric_value(metrics, metric, path, problems) if status == "ok" else None
+                         for path, (status, metrics) in zip(paths, runs)]
+                values = [scale * value for value in found if value is not None]
+                statuses = [status if status != "ok" or value is not None else "failed"
+                            for (status, _), value in zip(runs, found)]
                 cells[(task, metric)] = Cell(values, statuses)
             scored = [main_metric(task)] if average == "main" else TASKS[task][2]
             means = [cells[(task, metric)].mean for metric in scored]
@@ -219,7 +268,7 @@ def collect_table(root, table, seeds=None, tasks=None, with_published=True, meth
     notes = [note for (name, method), note in PUBLISHED_NOTES.items()
              if with_published and name == table and method in methods]
     return {"table": table, "title": title, "columns": columns, "rows": rows, "notes": notes,
-            "student_seeds": student_seeds, "teacher_seeds": teacher_seeds}
+            "student_seeds": student_seeds, "teacher_seeds": teacher_seeds, "problems": problems}
 
 
 def _renamed(label, renames):
@@ -413,6 +462,12 @@ def main(argv=None):
                  for table in tables]
     for table in collected:
         table["rows"] = [(_renamed(label, renames), *rest) for label, *rest in table["rows"]]
+        for path, why in dict.fromkeys(table["problems"]):
+            print(f"warning: {path}: {why} (counted as failed)", file=sys.stderr)
+    stray = stray_folders(root)
+    if stray:
+        print(f"note: {len(stray)} folder(s) under {root} belong to no table: "
+              + ", ".join(str(path.relative_to(root)) for path in stray), file=sys.stderr)
     if args.plot:
         Path(args.plot).mkdir(parents=True, exist_ok=True)
         for table in collected:

@@ -70,8 +70,9 @@ def parse_args(argv=None):
 @exit_on_user_error
 def main(argv=None):
     command = parse_args(argv)
+    loss_fn = loss_from_args(command, TASK_WEIGHT)  # checked before any work
     runtime, resume = start_run(resolved_options(command), command)
-    loss_fn = across_processes(loss_from_args(command, TASK_WEIGHT), runtime)
+    loss_fn = across_processes(loss_fn, runtime)
 
     # Models, the run's options (--max_seq_length by default the most tokens the models read) and evaluation data
     pair = load_student_and_teacher(command, IMDB, loss_fn, runtime.device)

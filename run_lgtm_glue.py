@@ -25,6 +25,7 @@ from utils.engine.cli import (
     ArgumentParser,
     add_flag,
     add_training_args,
+    bounded,
     check_training_args,
     resolved_options,
     save_run_args,
@@ -62,23 +63,23 @@ def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_name_or_path", required=True, help="the student's initial weights")
     add_teacher_args(parser, "--teacher_model", help="the teacher (fine-tuned for KD)")
-    parser.add_argument("--num_layers", type=int, default=6, help="the student keeps its first k layers")
+    parser.add_argument("--num_layers", type=bounded(int, at_least=1), default=6, help="the student keeps its first k layers")
     add_flag(parser, "--do_train")
     add_flag(parser, "--do_eval")
     add_flag(parser, "--do_predict", "--do_test", help="write GLUE test predictions", changes_results=False)
     group = parser.add_argument_group("KD, ProKT and LGTM")
-    group.add_argument("--alpha_kd", type=float, default=1.0, help="student: weight of KD against cross-entropy")
-    group.add_argument("--t_alpha_kd", type=float, default=0.4, help="teacher: weight of KD against cross-entropy")
-    group.add_argument("--temperature", type=float, default=1.0)
-    group.add_argument("--t_learning_rate", type=float, default=3e-5, help="the teacher's learning rate")
+    group.add_argument("--alpha_kd", type=bounded(float, at_least=0, at_most=1), default=1.0, help="student: weight of KD against cross-entropy")
+    group.add_argument("--t_alpha_kd", type=bounded(float, at_least=0, at_most=1), default=0.4, help="teacher: weight of KD against cross-entropy")
+    group.add_argument("--temperature", type=bounded(float, above=0), default=1.0)
+    group.add_argument("--t_learning_rate", type=bounded(float, above=0), default=3e-5, help="the teacher's learning rate")
     add_flag(group, "--train_teacher", help="update the teacher online (ProKT; LGTM with --use_lgtm)")
     add_flag(group, "--init_classifier_to_zero", "--init_classifier_as_zero",
              help="set the classification heads of both models to zero")
     add_flag(group, "--use_lgtm", help="weight the teacher's update by distillation influence (LGTM)")
-    group.add_argument("--lgtm_r", type=float, default=0.01, help="finite-difference step: eps = r / ||v||")
+    group.add_argument("--lgtm_r", type=bounded(float, above=0), default=0.01, help="finite-difference step: eps = r / ||v||")
     group.add_argument("--quiz_source", choices=["validation", "train_split"], default="validation",
                        help="quiz batches from the dev set (as released) or from a held-out part of train")
-    group.add_argument("--quiz_ratio", type=float, default=0.1, help="share of train held out with train_split")
+    group.add_argument("--quiz_ratio", type=bounded(float, above=0, below=1), default=0.1, help="share of train held out with train_split")
     add_glue_data_args(parser)
     add_training_args(parser, batch_size=32, learning_rate=3e-5, epochs=6.0)
     args = parser.parse_args(argv)
@@ -88,12 +89,6 @@ def parse_args(argv=None):
                         "--init_classifier_to_zero)")
     if args.do_train and not args.teacher_name_or_path:
         raise UserError("--do_train needs a --teacher_model (--teacher_name_or_path)")
-    if not 0 < args.quiz_ratio < 1:
-        raise UserError(f"--quiz_ratio must be between 0 and 1, got {args.quiz_ratio}")
-    if args.temperature <= 0:
-        raise UserError(f"--temperature must be positive, got {args.temperature}")
-    if args.do_train and args.train_teacher and not args.t_learning_rate > 0:
-        raise UserError(f"--t_learning_rate must be above 0 (it trains the teacher), got {args.t_learning_rate}")
     if args.do_train and args.alpha_kd >= 1 and get_task(args.task_name).is_regression:
         raise UserError(f"--task_name {args.task_name} is a regression task: the KD term (a softmax over its one "
                         "output) is always 0, so with --alpha_kd 1.0 the student would get no gradient; give "
@@ -101,8 +96,6 @@ def parse_args(argv=None):
     if args.use_lgtm and args.fp16:
         raise UserError("--use_lgtm with --fp16: LGTM's teacher update takes gradients outside the float16 loss "
                         "scaler, where they can underflow or overflow; use --bf16 (float32's range) instead")
-    if args.use_lgtm and not args.lgtm_r > 0:
-        raise UserError(f"--lgtm_r must be above 0 (the finite-difference step), got {args.lgtm_r}")
     return args
 
 

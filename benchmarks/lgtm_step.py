@@ -61,7 +61,7 @@ def make_setup(args, method):
         student_optimizer = reference.reference_optimizer(student.parameters(), LEARNING_RATE)
 
         def released_step():
-            reference.lgtm_teacher_update(teacher, student, teacher_optimizer, student_optimizer, setup.batch,
+            reference.lgtm_teacher_step(teacher, student, teacher_optimizer, student_optimizer, setup.batch,
                                           setup.quiz_batch, ignore, alpha_kd=ALPHA_KD, t_alpha_kd=T_ALPHA_KD,
                                           temperature=TEMPERATURE)
             reference.student_update(teacher, student, student_optimizer, setup.batch, ignore, alpha_kd=ALPHA_KD,
@@ -71,9 +71,9 @@ def make_setup(args, method):
         return setup
     runtime = Runtime(device)
     loop_step = LoopStep(student, runtime, LEARNING_RATE, STEPS)
-    teacher_update = None
+    teacher_step = None
     if method != "KD":
-        teacher_update = TeacherStep(
+        teacher_step = TeacherStep(
             teacher, student, runtime, learning_rate=LEARNING_RATE, adam_epsilon=1e-8,
             make_schedule=lambda optimizer: make_scheduler(optimizer, training_options(LEARNING_RATE, STEPS), STEPS),
             t_alpha_kd=T_ALPHA_KD, temperature=TEMPERATURE, max_grad_norm=1.0,
@@ -81,7 +81,7 @@ def make_setup(args, method):
             student_optimizer=loop_step.optimizer, alpha_kd=ALPHA_KD)
     compute_loss = online_student_loss(student, teacher_logits_of(teacher), alpha_kd=ALPHA_KD,
                                        temperature=TEMPERATURE)
-    setup.step = lambda: loop_step(compute_loss, setup.batch, ignore, micro_batch_hook=teacher_update)
+    setup.step = lambda: loop_step(compute_loss, setup.batch, ignore, micro_batch_hook=teacher_step)
     return setup
 
 

@@ -351,10 +351,10 @@ def online_step(row, pipe, args, vocab_size):
             quiz_batch = pipe.quiz_batch(index) if row == "LGTM step" else batch
             timer.mark("data")
             if row == "ProKT step":
-                reference.prokt_teacher_update(teacher, student, teacher_optimizer, batch, timer.mark,
+                reference.prokt_teacher_step(teacher, student, teacher_optimizer, batch, timer.mark,
                                                t_alpha_kd=T_ALPHA_KD, temperature=TEMPERATURE)
             elif row in LGTM_ROWS:
-                reference.lgtm_teacher_update(teacher, student, teacher_optimizer, student_optimizer, batch,
+                reference.lgtm_teacher_step(teacher, student, teacher_optimizer, student_optimizer, batch,
                                               quiz_batch, timer.mark, alpha_kd=ALPHA_KD, t_alpha_kd=T_ALPHA_KD,
                                               temperature=TEMPERATURE)
             reference.student_update(teacher, student, student_optimizer, batch, timer.mark, alpha_kd=ALPHA_KD,
@@ -367,10 +367,10 @@ def online_step(row, pipe, args, vocab_size):
     loop_step = LoopStep(student, pipe.runtime, LGTM_LEARNING_RATE, total_steps, args.torch_compile)
     quiz = QuizSource(QuizBatches(pipe.data.quiz_features, pipe.collate, batch_size=args.batch_size, seed=1,
                                  group_by_length=True, runtime=pipe.runtime) if row == "LGTM step" else None)
-    teacher_update = None
+    teacher_step = None
     if trains_teacher:
         options = training_options(LGTM_LEARNING_RATE, total_steps)
-        teacher_update = TeacherStep(
+        teacher_step = TeacherStep(
             teacher, student, pipe.runtime, learning_rate=LGTM_LEARNING_RATE, adam_epsilon=1e-8,
             make_schedule=lambda optimizer: make_scheduler(optimizer, options, total_steps),
             t_alpha_kd=T_ALPHA_KD, temperature=TEMPERATURE, max_grad_norm=1.0,
@@ -383,7 +383,7 @@ def online_step(row, pipe, args, vocab_size):
         timer.mark("data")
         compute_loss = online_student_loss(student, marked(teacher_logits_of(teacher), timer.mark, "t-update",
                                                            "teacher"), alpha_kd=ALPHA_KD, temperature=TEMPERATURE)
-        hook = None if teacher_update is None else marked(teacher_update, timer.mark, "data", "t-update")
+        hook = None if teacher_step is None else marked(teacher_step, timer.mark, "data", "t-update")
         loop_step(compute_loss, batch, timer.mark, micro_batch_hook=hook)
         return step_flops(row, pipe, teacher, student, batch, quiz.last if row in LGTM_ROWS else batch)
 

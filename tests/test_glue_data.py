@@ -405,7 +405,7 @@ def fake_hub(monkeypatch):
     """Replace ``datasets.load_dataset`` by an in-memory hub; records the calls it gets."""
     calls = []
 
-    def load_dataset(path, name, split, cache_dir=None):
+    def load_dataset(path, name, split, cache_dir=None, **kwargs):
         calls.append((path, name, split, cache_dir))
         columns = HUB_COLUMNS.get(name, {"premise": ["p"], "hypothesis": ["h"]})
         size = len(next(iter(columns.values())))
@@ -432,6 +432,24 @@ def test_hub_examples_of_every_task(fake_hub, task_name):
 def test_hub_diagnostic_set(fake_hub):
     assert as_tuples(load_glue_diagnostic()) == [(10, "p", "h", None)]
     assert fake_hub == [("nyu-mll/glue", "ax", "test", None)]
+
+
+def test_an_unreachable_hub_reads_datasets_from_the_local_cache_only(monkeypatch):
+    """When the hub does not answer, the hub dataset is asked of the local cache only, and the hub
+    client's own offline setting stays as the user left it."""
+    import huggingface_hub.constants
+
+    from utils.engine import models
+
+    seen = []
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(models, "probe_hub", lambda endpoint: "network is unreachable")
+    monkeypatch.setattr(models.hub_reachable, "answer", None, raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: seen.append(kwargs) or datasets.Dataset.from_dict(
+        {"sentence1": ["a"], "sentence2": ["b"], "label": [1], "idx": [0]}))
+    assert len(load_glue_hub("rte", "train")) == 1
+    assert seen[0]["download_config"].local_files_only is True
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False
 
 
 def test_hub_failure_is_a_user_error(monkeypatch):

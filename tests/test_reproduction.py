@@ -409,3 +409,33 @@ def test_the_figure_plots_the_tables_values(one_to_one_tree, tmp_path, capsys):
         assert spread == {method: (pytest.approx(min(cells[(task, metric)].values)),
                                    pytest.approx(max(cells[(task, metric)].values)))
                           for method, cells in rows.items() if cells[(task, metric)].values}
+
+
+def test_collect_results_says_what_it_cannot_read_and_still_prints_every_table(results_tree, capsys):
+    """Finished runs with damaged results and folders of no table: each named on stderr, the
+    tables still printed, the damaged runs counted as failed."""
+    table = results_tree / "lgtm_glue"
+    damaged = {"empty": "", "truncated": '{"accuracy": 0.7', "list": "[0.7]", "string": '{"accuracy": "0.7"}'}
+    for seed, (name, text) in enumerate(damaged.items(), start=4):
+        finished(table / f"rte/kd/seed{seed}")
+        (table / f"rte/kd/seed{seed}/eval_results.json").write_text(text)
+    finished(table / "rte/kd/seed8")
+    (table / "rte/kd/seed8/eval_results.json").unlink()
+    for stray in ("lgtm_glue/rte/kd/backup", "lgtm_glue/rtee/lgtm/seed1", "lgtm_glue/rte/distil/seed1", "old_runs"):
+        (results_tree / stray).mkdir(parents=True)
+    finished(results_tree / "one_to_one_imdb/imdb/corr/seed42", accuracy=0.91)
+
+    assert collect_results.main([str(results_tree)]) == 0
+    captured = capsys.readouterr()
+    assert "LGTM (Ren et al. 2023)" in captured.out and "IMDB" in captured.out and "91.00" in captured.out
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 5, captured.err
+    for seed, why in ((4, "empty"), (5, "not valid JSON"), (6, "a JSON list, not an object"),
+                      (7, "accuracy is '0.7', not a number"), (8, "the run finished (run_complete.json) but wrote no results")):
+        assert any(f"rte/kd/seed{seed}/eval_results.json: {why}" in line for line in warnings), (seed, warnings)
+    note = next(line for line in captured.err.splitlines() if line.startswith("note: "))
+    assert note.startswith("note: 4 folder(s)") and all(
+        name in note for name in ("lgtm_glue/rte/kd/backup", "lgtm_glue/rtee", "lgtm_glue/rte/distil", "old_runs"))
+    collected = collect_results.collect_table(results_tree, "lgtm_glue", tasks=["rte"], seeds=[4, 5, 6, 7, 8])
+    kd = next(cells for label, cells, *_ in collected["rows"] if label == "KD")
+    assert kd[("rte", "accuracy")].statuses == ["failed"] * 5

@@ -130,3 +130,19 @@ def test_options_declare_where_they_are_defined_whether_they_change_results(scri
     assert "result_neutral" not in vars(command)
     save_run_args(command, tmp_path)
     assert "result_neutral" not in json.loads((tmp_path / "run_args.json").read_text())
+
+
+def test_a_record_under_a_released_spelling_still_compares(tmp_path):
+    """A run recorded its teacher as ``teacher_model_name_or_path`` (or LGTM's ``teacher_model``)
+    before the option got one name: resuming it with another teacher is still a change."""
+    from utils.engine.runtime import changed_options
+
+    command = run_glue_w_distillation.parse_args(["--teacher_model_name_or_path", "new", "--student_model_name_or_path",
+                                                  "s", "--task_name", "rte", "--output_dir", str(tmp_path)])
+    assert command.teacher_name_or_path == "new" and "teacher_model_name_or_path" not in vars(command)
+    assert changed_options({"teacher_model_name_or_path": "old", "task_name": "rte"}, command) == {
+        "teacher_name_or_path": ("old", "new")}
+    lgtm = run_lgtm_glue.parse_args(["--model_name_or_path", "m", "--teacher_model", "new", "--task_name", "rte",
+                                     "--do_train", "--output_dir", str(tmp_path)])
+    assert changed_options({"teacher_model": "new", "seed": 42}, lgtm) == {}
+    assert changed_options({"teacher_model": "old"}, lgtm) == {"teacher_name_or_path": ("old", "new")}

@@ -4,7 +4,7 @@
   folders, checkpoints, the one training loop, model loading, padding, user errors);
 - ``utils.tasks``: GLUE, SQuAD v1.1 and IMDB (readers, features, metrics, evaluation,
   submission files), built on the engine;
-- ``utils.methods``: the distillation methods (one-to-one, KD/ProKT/LGTM, the teacher cache),
+- ``utils.methods``: the distillation methods (one-to-one, KD/ProKT/LGTM, the teacher and its cache),
   built on the engine and the tasks;
 - ``utils.miniature``: made-up and miniature models and data (synthetic tasks for the tests,
   the demo and the GPU check, tiny random models, the miniature tables' small pretrained

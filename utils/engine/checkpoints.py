@@ -1,9 +1,16 @@
 """Checkpoints a run resumes from exactly: weights, optimizer, scheduler and the method's other
 components, the position in the epoch, and every process's random-number generator states.
 
-Each ``checkpoint-<step>`` folder is written atomically (a temporary folder renamed when complete).
+Each ``checkpoint-<step>`` folder is written into a temporary ``.checkpoint-<step>.partial``
+folder, with a manifest of its files (sizes and SHA-256 hashes) written last, and renamed when
+complete; a resume verifies the manifest (``verify_checkpoint``). A disk that fills up is said in
+one line (``DiskFull``) and leaves nothing half-written behind.
 """
 
+import contextlib
+import errno
+import hashlib
+import json
 import logging
 import os
 import random
@@ -21,7 +28,116 @@ from utils.engine.errors import UserError
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+PARTIAL_PATTERN = re.compile(r"^\.checkpoint-\d+\.partial$")
 TRAINING_STATE = "training_state.pt"
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+
+
+class DiskFull(UserError):
+    """A write ran out of disk space (or quota)."""
+
+    def __init__(self, folder, what, needed, free):
+        super().__init__(f"no space left on the disk of {folder} for {what}: it needs about {_readable(needed)}, "
+                         f"{_readable(free)} {'is' if free < 2**30 else 'are'} free; nothing of it was kept and "
+                         "earlier checkpoints are untouched: free space (or give another --output_dir) and run the "
+                         "same command again")
+
+
+def _readable(size):
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+
+
+def tensor_bytes(value):
+    """The bytes of the tensors in ``value`` (nested dicts, lists and tuples of them), about what
+    saving it writes."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(item) for item in value)
+    return 0
+
+
+def free_bytes(folder):
+    """Free space on the file system of ``folder`` (or of its nearest existing parent)."""
+    folder = Path(folder).absolute()
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    return shutil.disk_usage(existing).free
+
+
+def _is_disk_full(error):
+    text = str(error)
+    return (getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text
+            or "Disk quota exceeded" in text or "unexpected pos" in text or "file write failed" in text)
+
+
+@contextlib.contextmanager
+def disk_full_explained(folder, what, needed, cleanup=None):
+    """Refuse to start writing ``what`` (about ``needed`` bytes) into ``folder`` when the disk has
+    less free, and turn a write that runs out of space (torch's and safetensors' errors say so in
+    their own words) into a ``DiskFull``; ``cleanup`` (a folder) is removed then."""
+    margin = needed // 20 + 2**20  # the tokenizer, the config, the file systems' blocks
+    if free_bytes(folder) < needed + margin:
+        raise DiskFull(folder, what, needed + margin, free_bytes(folder))
+    try:
+        yield
+    except Exception as error:
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        if isinstance(error, (OSError, RuntimeError)) or type(error).__name__ == "SafetensorError":
+            if _is_disk_full(error):
+                raise DiskFull(folder, what, needed + margin, free_bytes(folder)) from error
+        raise
+
+
+def file_digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(2**22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder):
+    """``manifest.json``: every file of ``folder`` with its size and SHA-256, written last."""
+    files = {path.name: {"bytes": path.stat().st_size, "sha256": file_digest(path)}
+             for path in sorted(Path(folder).iterdir()) if path.is_file() and path.name != MANIFEST}
+    (Path(folder) / MANIFEST).write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
+
+
+def verify_checkpoint(checkpoint, rank=0):
+    """None when ``checkpoint`` is whole for process ``rank``, else why not (one phrase): its
+    manifest's files all there, of their sizes and hashes; the weights, the training state and
+    the process's RNG states among them. A checkpoint of a version without manifests is checked
+    for those three files."""
+    checkpoint = Path(checkpoint)
+    needed = (WEIGHTS, TRAINING_STATE, f"rng_state_{rank}.pt")
+    manifest = checkpoint / MANIFEST
+    if not manifest.is_file():
+        missing = [name for name in needed
+                   if not (checkpoint / name).is_file() or not (checkpoint / name).stat().st_size]
+        return f"{', '.join(missing)} missing or empty" if missing else None
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        return f"its {MANIFEST} is damaged"
+    lacking = [name for name in needed if name not in files]
+    if lacking:
+        return f"it has no {', '.join(lacking)}"
+    for name, expected in files.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, not {expected['bytes']}"
+        if file_digest(path) != expected["sha256"]:
+            return f"{name} does not match its hash"
+    return None
 
 
 def checkpoints_in(output_dir):
@@ -63,26 +179,35 @@ def unwrap(model):
 
 
 def save_checkpoint(output_dir, position, model, tokenizer, components, runtime, save_total_limit):
-    """Write ``checkpoint-<step>`` atomically (a temporary folder renamed when complete).
+    """Write ``checkpoint-<step>`` atomically: into ``.checkpoint-<step>.partial``, its manifest
+    last, then renamed; then the oldest checkpoints beyond ``save_total_limit`` are removed.
 
     ``components`` maps names to objects with ``state_dict()`` (optimizer, scheduler, any extra
-    model or optimizer of the method). Each process stores its own RNG states.
+    model or optimizer of the method). Each process stores its own RNG states. A disk without
+    room for it is a ``DiskFull`` before anything is written (or when a write fails for that),
+    with the partial folder removed.
     """
     final = Path(output_dir) / f"checkpoint-{position.global_step}"
     partial = Path(output_dir) / f".checkpoint-{position.global_step}.partial"
+    what = f"checkpoint-{position.global_step}"
     if runtime.is_main:
         shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        unwrap(model).save_pretrained(partial)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(partial)
         state = {"position": asdict(position),
                  "components": {name: item.state_dict() for name, item in components.items()}}
-        torch.save(state, partial / TRAINING_STATE)
+        needed = tensor_bytes(unwrap(model).state_dict()) + tensor_bytes(state)
+        with disk_full_explained(output_dir, what, needed, cleanup=partial):
+            partial.mkdir(parents=True)
+            unwrap(model).save_pretrained(partial)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(partial)
+            torch.save(state, partial / TRAINING_STATE)
     runtime.barrier()
-    torch.save(rng_states(), partial / f"rng_state_{runtime.rank}.pt")
+    with disk_full_explained(output_dir, what, 2**16, cleanup=partial if runtime.is_main else None):
+        torch.save(rng_states(), partial / f"rng_state_{runtime.rank}.pt")
     runtime.barrier()
     if runtime.is_main:
+        with disk_full_explained(output_dir, what, 2**16, cleanup=partial):
+            write_manifest(partial)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         if save_total_limit and save_total_limit > 0:
@@ -93,10 +218,15 @@ def save_checkpoint(output_dir, position, model, tokenizer, components, runtime,
 
 
 def load_checkpoint(checkpoint, model, components, runtime):
-    """Restore what ``save_checkpoint`` wrote; return the ``Position`` to continue from."""
+    """Restore what ``save_checkpoint`` wrote (``verify_checkpoint`` first: a damaged checkpoint
+    is a UserError naming it); return the ``Position`` to continue from."""
     from safetensors.torch import load_file
 
-    weights = load_file(str(Path(checkpoint) / "model.safetensors"), device=str(runtime.device))
+    problem = verify_checkpoint(checkpoint, runtime.rank)
+    if problem is not None:
+        raise UserError(f"checkpoint {checkpoint} is damaged ({problem}): resume from another one "
+                        "(--resume_from_checkpoint), or pass --overwrite_output_dir to start again")
+    weights = load_file(str(Path(checkpoint) / WEIGHTS), device=str(runtime.device))
     missing, unexpected = unwrap(model).load_state_dict(weights, strict=False)
     if unexpected or any(not _is_tied(unwrap(model), name) for name in missing):
         raise UserError(f"checkpoint {checkpoint} does not match the model "
@@ -108,9 +238,7 @@ def load_checkpoint(checkpoint, model, components, runtime):
             logger.warning("checkpoint %s has no %s (written by an earlier version): it starts afresh", checkpoint, name)
             continue
         item.load_state_dict(state["components"][name])
-    rng_file = Path(checkpoint) / f"rng_state_{runtime.rank}.pt"
-    if rng_file.exists():
-        restore_rng_states(torch.load(rng_file, weights_only=False))
+    restore_rng_states(torch.load(Path(checkpoint) / f"rng_state_{runtime.rank}.pt", weights_only=False))
     logger.info("resumed from %s", checkpoint)
     return Position(**state["position"])
 

@@ -3,6 +3,8 @@
 import argparse
 import json
 import logging
+import math
+import re
 from pathlib import Path
 
 from utils.engine.errors import UserError
@@ -22,6 +24,43 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {value!r}")
 
 
+def bounded(kind, *, at_least=None, above=None, at_most=None, below=None, sentinel=None):
+    """The argparse ``type`` of a numeric option: its range, declared where the option is
+    defined. ``kind`` (int or float) of the text, finite, and within the bounds given; ``sentinel``
+    (a value and what it means, e.g. ``(-1, "train --num_train_epochs")``) is accepted besides.
+    A value outside is refused in one line before any work (``ArgumentParser.error``)."""
+    bounds = [(at_least, "at least", lambda value, bound: value >= bound),
+              (above, "above", lambda value, bound: value > bound),
+              (at_most, "at most", lambda value, bound: value <= bound),
+              (below, "below", lambda value, bound: value < bound)]
+    given = [(bound, words, check) for bound, words, check in bounds if bound is not None]
+    if [(bound, words) for bound, words, _ in given] == [(0, "at least")]:
+        wanted = "must not be negative"
+    elif len(given) == 2 and given[0][1] == "at least" and given[1][1] == "at most":
+        wanted = f"must be between {given[0][0]:g} and {given[1][0]:g}"
+    else:
+        wanted = "must be " + " and ".join(f"{words} {bound:g}" for bound, words, _ in given)
+    if sentinel is not None:
+        wanted = f"must be {sentinel[0]} ({sentinel[1]}) or " + wanted[len("must be "):]
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+        if sentinel is not None and value == sentinel[0]:
+            return value
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if not all(check(value, bound) for bound, _, check in given):
+            raise argparse.ArgumentTypeError(f"{wanted}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def add_flag(parser, *names, default=False, help=None, changes_results=True):
     """A boolean option usable both as ``--flag`` and as ``--flag True`` / ``--flag False``;
     ``changes_results`` as for ``neutral``."""
@@ -39,10 +78,12 @@ def neutral(action):
 
 
 class Command(argparse.Namespace):
-    """The command line as typed, and (``result_neutral``, outside its values: ``vars`` and
-    ``run_args.json`` do not show it) the options its parser declared ``neutral``."""
+    """The command line as typed, and outside its values (``vars`` and ``run_args.json`` do not
+    show them): ``result_neutral``, the options its parser declared ``neutral``, and ``aliases``,
+    ``{other spelling: name}`` of the options spelled more ways than their name (a record written
+    under an older name, ``teacher_model`` say, still compares)."""
 
-    __slots__ = ("result_neutral",)
+    __slots__ = ("result_neutral", "aliases")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -50,6 +91,8 @@ class ArgumentParser(argparse.ArgumentParser):
     ``parse_args`` returns a ``Command``."""
 
     def error(self, message):
+        # "argument --x/--alias: must be ..." (a bounded option) reads "--x must be ..."
+        message = re.sub(r"^argument (--[\w-]+)(/--[\w-]+)*: (must )", r"\1 \3", message)
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
     def parse_args(self, args=None, namespace=None):
@@ -57,6 +100,8 @@ class ArgumentParser(argparse.ArgumentParser):
         if isinstance(command, Command):
             command.result_neutral = frozenset(action.dest for action in self._actions
                                                if not getattr(action, "changes_results", True))
+            command.aliases = {spelling: action.dest for action in self._actions for option in action.option_strings
+                               if (spelling := option.lstrip("-").replace("-", "_")) != action.dest}
         return command
 
 
@@ -75,33 +120,37 @@ def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_step
                   "the optimizer's and the schedule's state, learning rates included, continue from the checkpoint")
     neutral(group.add_argument("--resume_from_checkpoint", default=None,
                                help="a checkpoint-N folder to resume from (default: the last one in output_dir)"))
-    group.add_argument("--per_device_train_batch_size", "--per_gpu_train_batch_size", type=int,
+    group.add_argument("--per_device_train_batch_size", "--per_gpu_train_batch_size", type=bounded(int, at_least=1),
                        default=batch_size, dest="per_device_train_batch_size")
-    neutral(group.add_argument("--per_device_eval_batch_size", "--per_gpu_eval_batch_size", type=int,
+    neutral(group.add_argument("--per_device_eval_batch_size", "--per_gpu_eval_batch_size", type=bounded(int, at_least=1),
                                default=None, dest="per_device_eval_batch_size",
                                help="default: the training batch size"))
-    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    group.add_argument("--learning_rate", type=float, default=learning_rate)
-    group.add_argument("--weight_decay", type=float, default=0.0)
-    group.add_argument("--adam_epsilon", type=float, default=1e-8)
-    group.add_argument("--max_grad_norm", type=float, default=1.0)
-    group.add_argument("--num_train_epochs", type=float, default=epochs)
-    group.add_argument("--max_steps", type=int, default=-1, help="if > 0: total optimizer steps, overrides epochs")
-    group.add_argument("--warmup_steps", type=int, default=0)
-    group.add_argument("--warmup_ratio", type=float, default=0.0, help="used when --warmup_steps is 0")
+    group.add_argument("--gradient_accumulation_steps", type=bounded(int, at_least=1), default=1)
+    group.add_argument("--learning_rate", type=bounded(float, above=0), default=learning_rate)
+    group.add_argument("--weight_decay", type=bounded(float, at_least=0), default=0.0)
+    group.add_argument("--adam_epsilon", type=bounded(float, above=0), default=1e-8)
+    group.add_argument("--max_grad_norm", type=bounded(float, at_least=0), default=1.0,
+                       help="clip the gradient norm to this (0: no clipping)")
+    group.add_argument("--num_train_epochs", type=bounded(float, above=0), default=epochs)
+    group.add_argument("--max_steps", type=bounded(int, at_least=1, sentinel=(-1, "train --num_train_epochs")), default=-1,
+                       help="total optimizer steps, overrides epochs (-1: train --num_train_epochs)")
+    group.add_argument("--warmup_steps", type=bounded(int, at_least=0), default=0)
+    group.add_argument("--warmup_ratio", type=bounded(float, at_least=0, at_most=1), default=0.0,
+                       help="used when --warmup_steps is 0")
     group.add_argument("--lr_scheduler_type", default="linear",
                        choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                                 "constant_with_warmup"])
-    group.add_argument("--seed", type=int, default=42)
-    group.add_argument("--max_train_samples", type=int, default=None)
-    group.add_argument("--max_eval_samples", type=int, default=None)
-    neutral(group.add_argument("--max_predict_samples", type=int, default=None))
-    neutral(group.add_argument("--logging_steps", type=int, default=logging_steps))
-    neutral(group.add_argument("--save_steps", type=int, default=save_steps, help="checkpoint every N steps (0: never)"))
-    neutral(group.add_argument("--save_total_limit", type=int, default=2,
+    group.add_argument("--seed", type=bounded(int, at_least=0, at_most=2**32 - 1), default=42)
+    group.add_argument("--max_train_samples", type=bounded(int, at_least=1), default=None)
+    group.add_argument("--max_eval_samples", type=bounded(int, at_least=1), default=None)
+    neutral(group.add_argument("--max_predict_samples", type=bounded(int, at_least=1), default=None))
+    neutral(group.add_argument("--logging_steps", type=bounded(int, at_least=1), default=logging_steps))
+    neutral(group.add_argument("--save_steps", type=bounded(int, at_least=0), default=save_steps,
+                               help="checkpoint every N steps (0: never)"))
+    neutral(group.add_argument("--save_total_limit", type=bounded(int), default=2,
                                help="keep at most this many checkpoints (the newest; 0 or less: keep all)"))
     add_flag(group, "--evaluate_during_training", help="evaluate on dev every --eval_steps steps")
-    group.add_argument("--eval_steps", type=int, default=None, help="default: --logging_steps")
+    group.add_argument("--eval_steps", type=bounded(int, at_least=1), default=None, help="default: --logging_steps")
     add_flag(group, "--fp16", help="float16 mixed precision (CUDA)")
     add_flag(group, "--bf16", help="bfloat16 mixed precision")
     add_flag(group, "--use_cpu", "--no_cuda", help="run on the CPU even when a GPU is present")
@@ -119,23 +168,19 @@ def add_training_args(parser, *, batch_size, learning_rate, epochs, logging_step
                   "up to a multiple of 8 on CUDA)")
     neutral(group.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"]))
     add_flag(group, "--disable_tqdm", changes_results=False)
-    neutral(group.add_argument("--dataloader_num_workers", type=int, default=0))
+    neutral(group.add_argument("--dataloader_num_workers", type=bounded(int, at_least=0), default=0))
     neutral(group.add_argument("--cache_dir", default=None, help="where hub downloads are cached"))
-    neutral(group.add_argument("--local_rank", "--local-rank", type=int, default=-1,
+    neutral(group.add_argument("--local_rank", "--local-rank", type=bounded(int), default=-1,
                                help="set by old launchers; torchrun's LOCAL_RANK environment variable is used"))
     return group
 
 
 def check_training_args(args):
-    """Checks shared by every script: something to do, sizes at least 1, one precision, a known
-    torch.compile backend."""
+    """Checks shared by every script that no option's own range (``bounded``) makes: something to
+    do, one precision, a known torch.compile backend, a warning for a surprising learning rate."""
     stages = [name for name in ("do_train", "do_eval", "do_predict") if hasattr(args, name)]
     if not any(getattr(args, name) for name in stages):
         raise UserError("nothing to do: pass " + ", ".join(f"--{name}" for name in stages))
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                 "logging_steps", "eval_steps"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.fp16 and args.bf16:
         raise UserError("--fp16 and --bf16 exclude each other; pass one")
     if args.torch_compile:
@@ -145,28 +190,7 @@ def check_training_args(args):
         if args.torch_compile_backend not in backends:
             raise UserError(f"--torch_compile_backend {args.torch_compile_backend}: unknown; choose one of "
                             + ", ".join(backends))
-    for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.do_train:
-        check_schedule_args(args)
-
-
-def check_schedule_args(args):
-    """The training options that would train nothing, or fail after the run has started: refused in
-    one line before any work; a legal but surprising value gets one warning."""
-    if not args.learning_rate > 0:
-        raise UserError(f"--learning_rate must be above 0, got {args.learning_rate}")
-    if args.max_steps <= 0 and not args.num_train_epochs > 0:
-        raise UserError(f"--num_train_epochs must be above 0 (or give --max_steps), got {args.num_train_epochs}")
-    if not 0 <= args.warmup_ratio <= 1:
-        raise UserError(f"--warmup_ratio must be between 0 and 1, got {args.warmup_ratio}")
-    for name in ("warmup_steps", "save_steps", "weight_decay", "max_grad_norm"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name} must not be negative, got {getattr(args, name)}")
-    if not args.adam_epsilon > 0:
-        raise UserError(f"--adam_epsilon must be above 0, got {args.adam_epsilon}")
-    if args.learning_rate >= 1e-2:
+    if args.do_train and args.learning_rate >= 1e-2:
         logger.warning("--learning_rate %g is far above the 1e-5 .. 1e-4 that fine-tunes BERT-sized models; the "
                        "loss may diverge", args.learning_rate)
 

@@ -10,6 +10,8 @@ epoch replays.
 import contextlib
 import logging
 import math
+import signal
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from utils.engine.checkpoints import Position, load_checkpoint, save_checkpoint
-from utils.engine.errors import UserError
+from utils.engine.errors import RunStopped, UserError
 from utils.engine.runtime import checkpoint_dir, move_to_device
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,49 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(UserError):
     """The training loss became NaN or infinite."""
+
+
+# the exit status of a run that a signal stopped after saving its checkpoint (EX_TEMPFAIL: try
+# again); the table scripts and the Slurm batch files read it
+STOPPED_EXIT_STATUS = 75
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class StopSignals:
+    """SIGTERM (sent before preemption and at a time limit) and SIGUSR1 (Slurm's ``--signal``) ask
+    the run to stop: while training, their handlers only note the request, and the loop saves a
+    checkpoint at the next optimizer-step boundary and stops (``requested``). Outside training the
+    signals do what they did before."""
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in STOP_SIGNALS:
+                self.previous[number] = signal.signal(number, self._note)
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def _note(self, number, frame):
+        if self.received is None:
+            logger.warning("%s received: saving a checkpoint at the next optimizer step, then stopping",
+                           signal.Signals(number).name)
+        self.received = number
+
+    def requested(self, runtime):
+        """The signal to stop on, or None; under data parallelism every process stops at the same
+        step when any of them received one (the checkpoint is written together)."""
+        received = self.received or 0
+        if runtime.distributed:
+            flag = torch.tensor([received], device=runtime.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            received = int(flag.item())
+        return received or None
 
 
 # --------------------------------------------------------------------------- batches
@@ -136,7 +181,7 @@ def planned_steps(num_examples, args, runtime):
 
 def planned_hook_calls(num_examples, args, runtime):
     """How many times ``train`` calls its ``micro_batch_hook`` in a run, the length to give a
-    schedule that the hook steps (the ProKT and LGTM teacher's): once per micro-batch, so total
+    schedule that the hook steps (a teacher trained beside the student, say): once per micro-batch, so total
     optimizer steps x ``--gradient_accumulation_steps``. An epoch whose last accumulation is not
     full calls it fewer times than that; the schedule then stops short of its end."""
     _, total_steps, _ = planned_steps(num_examples, args, runtime)
@@ -263,43 +308,51 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
                        getattr(micro_batch_hook, "non_finite_advice", {}))
     accumulation = args.gradient_accumulation_steps
     lengths = example_lengths(train_dataset) if args.group_by_length else None
-    while position.global_step < total_steps and position.epoch < num_epochs:
-        plan = epoch_batches(len(train_dataset), args.per_device_train_batch_size, seed=args.seed,
-                             epoch=position.epoch, world_size=runtime.world_size, rank=runtime.rank,
-                             lengths=lengths)
-        # A generator of its own: creating the iterator then draws nothing from the global RNG,
-        # whose state (dropout, sub-teacher masks) checkpoints restore exactly.
-        loader = DataLoader(train_dataset, batch_sampler=plan[position.batches_done:], collate_fn=collate_fn,
-                            num_workers=args.dataloader_num_workers, pin_memory=runtime.device.type == "cuda",
-                            generator=torch.Generator())
-        for batch_index, batch in enumerate(loader, start=position.batches_done):
-            batch = move_to_device(batch, runtime.device)
-            updates = (batch_index + 1) % accumulation == 0 or batch_index + 1 == len(plan)
-            # DDP averages gradients across processes only on the micro-batch that ends an accumulation
-            sync = contextlib.nullcontext() if updates or not runtime.distributed else ddp_model.no_sync()
-            with sync, compile_errors_explained(args):
-                loss, terms = backward_micro_batch(compute_loss, forward_model, batch, runtime=runtime, scaler=scaler,
-                                                   accumulation=accumulation, micro_batch_hook=micro_batch_hook)
-            log.add(loss.detach(), terms)
-            position.batches_done = batch_index + 1
-            if not updates:
-                continue
-            optimizer_step(model, optimizer, scheduler, scaler, args.max_grad_norm)
-            position.global_step += 1
-            if position.batches_done == len(plan):
-                position.epoch, position.batches_done = position.epoch + 1, 0
+    with StopSignals() as stop, log:
+        while position.global_step < total_steps and position.epoch < num_epochs:
+            plan = epoch_batches(len(train_dataset), args.per_device_train_batch_size, seed=args.seed,
+                                 epoch=position.epoch, world_size=runtime.world_size, rank=runtime.rank,
+                                 lengths=lengths)
+            # A generator of its own: creating the iterator then draws nothing from the global RNG,
+            # whose state (dropout, sub-teacher masks) checkpoints restore exactly.
+            loader = DataLoader(train_dataset, batch_sampler=plan[position.batches_done:], collate_fn=collate_fn,
+                                num_workers=args.dataloader_num_workers, pin_memory=runtime.device.type == "cuda",
+                                generator=torch.Generator())
+            for batch_index, batch in enumerate(loader, start=position.batches_done):
+                batch = move_to_device(batch, runtime.device)
+                updates = (batch_index + 1) % accumulation == 0 or batch_index + 1 == len(plan)
+                # DDP averages gradients across processes only on the micro-batch that ends an accumulation
+                sync = contextlib.nullcontext() if updates or not runtime.distributed else ddp_model.no_sync()
+                with sync, compile_errors_explained(args):
+                    loss, terms = backward_micro_batch(compute_loss, forward_model, batch, runtime=runtime,
+                                                       scaler=scaler, accumulation=accumulation,
+                                                       micro_batch_hook=micro_batch_hook)
+                log.add(loss.detach(), terms)
+                position.batches_done = batch_index + 1
+                if not updates:
+                    continue
+                optimizer_step(model, optimizer, scheduler, scaler, args.max_grad_norm)
+                position.global_step += 1
+                if position.batches_done == len(plan):
+                    position.epoch, position.batches_done = position.epoch + 1, 0
 
-            step = position.global_step
-            log.step(step)
-            if evaluate is not None and args.evaluate_during_training and step % args.eval_steps == 0:
-                log.evaluation(step, evaluate(step))
-                model.train()
-            if args.save_steps and args.save_steps > 0 and step % args.save_steps == 0 and step < total_steps:
-                save_checkpoint(checkpoint_dir(args), position, model, tokenizer, components, runtime,
-                                args.save_total_limit)
-            if step >= total_steps:
-                break
-    return TrainResult(global_step=position.global_step, train_loss=log.close())
+                step = position.global_step
+                stopping = stop.requested(runtime) if step < total_steps else None
+                log.step(step, flush=stopping is not None)
+                if evaluate is not None and args.evaluate_during_training and step % args.eval_steps == 0:
+                    log.evaluation(step, evaluate(step))
+                    model.train()
+                saves = args.save_steps and args.save_steps > 0 and step % args.save_steps == 0
+                if (saves or stopping) and step < total_steps:
+                    save_checkpoint(checkpoint_dir(args), position, model, tokenizer, components, runtime,
+                                    args.save_total_limit)
+                if stopping:
+                    raise RunStopped(f"{signal.Signals(stopping).name} received: saved checkpoint-{step} (step "
+                                     f"{step} of {total_steps}) in {checkpoint_dir(args)}; the same command resumes "
+                                     "the run there", STOPPED_EXIT_STATUS)
+                if step >= total_steps:
+                    break
+    return TrainResult(global_step=position.global_step, train_loss=log.mean_loss)
 
 
 class _TrainingLog:
@@ -322,11 +375,12 @@ class _TrainingLog:
     def add(self, loss, terms):
         self.sums.add(loss, terms)
 
-    def step(self, step):
-        """After optimizer step ``step``."""
+    def step(self, step, flush=False):
+        """After optimizer step ``step``; ``flush``: log the means now (a checkpoint follows)."""
         self.progress.update(1)
         args = self.args
-        if step % args.logging_steps == 0 or step == self.total_steps or (args.save_steps and step % args.save_steps == 0):
+        if (flush or step % args.logging_steps == 0 or step == self.total_steps
+                or (args.save_steps and step % args.save_steps == 0)):
             means, count = self.sums.pop_means(step)
             self.total_loss += means["loss"] * count
             self.total_count += count
@@ -343,12 +397,19 @@ class _TrainingLog:
             for name, value in metrics.items():
                 self.writer.add_scalar(f"eval/{name}", value, step)
 
-    def close(self):
-        """Close the bar and the writer; the mean training loss of the logged steps."""
+    @property
+    def mean_loss(self):
+        """The mean training loss of the logged steps."""
+        return self.total_loss / self.total_count if self.total_count else float("nan")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        """The bar and the writer closed, however training ends."""
         self.progress.close()
         if self.writer is not None:
             self.writer.close()
-        return self.total_loss / self.total_count if self.total_count else float("nan")
 
 
 class _RunningSums:

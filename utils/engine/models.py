@@ -52,6 +52,15 @@ def hub_reachable():
     return hub_reachable.answer
 
 
+def hub_dataset(path, *names, split, cache_dir=None):
+    """``datasets.load_dataset`` of a hub dataset; from the local cache only
+    (``DownloadConfig(local_files_only=True)``) when the hub does not answer (``hub_reachable``)."""
+    import datasets
+
+    offline = {} if hub_reachable() else {"download_config": datasets.DownloadConfig(local_files_only=True)}
+    return datasets.load_dataset(path, *names, split=split, cache_dir=cache_dir, **offline)
+
+
 def _refuse_empty(folder, what):
     if folder.is_dir() and not any(folder.iterdir()):
         raise UserError(f"the {what.split()[0]} folder {folder} is empty: not a saved model")

@@ -6,11 +6,13 @@ before any work, the seed set), and the folders and files a run writes its resul
 """
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import random
 import shutil
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,8 +22,15 @@ import torch
 import torch.distributed as dist
 import transformers
 
-from utils.engine.checkpoints import TRAINING_STATE, checkpoints_in
-from utils.engine.errors import UserError
+from utils.engine.checkpoints import (
+    PARTIAL_PATTERN,
+    TRAINING_STATE,
+    checkpoints_in,
+    disk_full_explained,
+    tensor_bytes,
+    verify_checkpoint,
+)
+from utils.engine.errors import UserError, release_at_exit
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +112,7 @@ def start_run(args, command):
     checkpoint to resume from or None)``."""
     runtime = setup_runtime(args)
     check_writable(args)
+    lock_output_dir(Path(args.output_dir), runtime)
     resume = prepare_output_dir(args, command, runtime) if args.do_train else None
     if runtime.is_main:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -129,8 +139,11 @@ RUN_ARGS = "run_args.json"
 # names it so, and --overwrite_output_dir removes them, so that none of an old run's passes for the
 # new run's.
 RESULT_SUFFIXES = ("results.json", "predictions.json")
-# what a start writes before its first checkpoint: a folder holding only these is not a run yet
-FAILED_START_FILES = {RUN_ARGS, "runs", "teacher_cache"}
+# the lock of the run that writes the folder (lock_output_dir)
+LOCK_FILE = ".run.lock"
+# what a start writes before its first checkpoint (and a checkpoint still being written when the
+# run was killed): a folder holding only these is not a run yet
+FAILED_START_FILES = {RUN_ARGS, "runs", "teacher_cache", LOCK_FILE}
 
 
 def checkpoint_dir(args):
@@ -140,12 +153,60 @@ def checkpoint_dir(args):
 
 
 def _non_empty(directory):
-    return directory.is_dir() and any(directory.iterdir())
+    return directory.is_dir() and any(entry.name != LOCK_FILE for entry in directory.iterdir())
 
 
 def _failed_start(directory):
     """Whether ``directory`` holds nothing but what a start writes before its first checkpoint."""
-    return all(entry.name in FAILED_START_FILES for entry in directory.iterdir()) if directory.is_dir() else True
+    return all(entry.name in FAILED_START_FILES or PARTIAL_PATTERN.match(entry.name)
+               for entry in directory.iterdir()) if directory.is_dir() else True
+
+
+def _remove_partial_checkpoints(directory):
+    """Checkpoints a killed run was still writing: never whole, so never resumed from."""
+    for entry in directory.iterdir() if directory.is_dir() else ():
+        if PARTIAL_PATTERN.match(entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def lock_output_dir(output_dir, runtime):
+    """Hold ``<output_dir>/.run.lock`` (an advisory ``flock``, which the system releases when the
+    process ends, however it ends) for as long as the script's ``main`` runs, and remove it then: a
+    second run started into the same folder is refused in one line that names the process holding
+    it, and the lock of a killed run blocks nothing. On a file system without locks, a warning."""
+    if not runtime.is_main:
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / LOCK_FILE
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(f"--output_dir {output_dir} is in use by {holder}: wait for that run to end, or give "
+                            "another --output_dir") from None
+        except OSError as error:  # a file system that does not lock
+            logger.warning("cannot lock %s (%s): make sure no other run writes into it", output_dir, error)
+            handle.close()
+            return
+        # the file may have been removed by the run that held it, between our open and our lock
+        if path.exists() and os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+            break
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()} "
+                 f"(started {datetime.now().isoformat(timespec='seconds')})\n")
+    handle.flush()
+
+    def release():
+        path.unlink(missing_ok=True)  # while still holding it, so that no one locks a removed file
+        handle.close()
+
+    release_at_exit(release)
 
 
 def is_complete(output_dir):
@@ -188,6 +249,8 @@ def changed_options(recorded, command):
     ``utils.engine.cli.Command``). An option the record does not have (a run started by an older
     version) is not compared."""
     now, neutral = vars(command), getattr(command, "result_neutral", frozenset())
+    aliases = getattr(command, "aliases", {})
+    recorded = {aliases.get(key, key): value for key, value in recorded.items()}
     changes = {key: (recorded[key], now[key]) for key in sorted(set(recorded) & set(now))
                if key not in neutral and recorded[key] != now[key]}
     # --eval_steps defaults to --logging_steps: when it follows it, a new --logging_steps moves the
@@ -230,9 +293,10 @@ def prepare_output_dir(args, command, runtime):
     A folder holding a finished run (its completion mark) is refused unless
     ``--overwrite_output_dir`` is given (then its mark and checkpoints are removed, so that
     neither a resume nor a table takes the old run for the new one). A folder with checkpoints
-    and no mark holds an interrupted run: training resumes from the last checkpoint (with the same
-    command, ``check_resumed_command``). A folder holding only what a failed start wrote
-    (``run_args.json``, TensorBoard events) starts afresh. Anything else is refused.
+    and no mark holds an interrupted run: training resumes from the last whole checkpoint
+    (``whole_checkpoint``; with the same command, ``check_resumed_command``). A folder holding only
+    what a failed start wrote (``run_args.json``, TensorBoard events, a checkpoint it was still
+    writing) starts afresh. Anything else is refused.
     """
     output_dir, work_dir = Path(args.output_dir), checkpoint_dir(args)
     resume = None
@@ -241,6 +305,9 @@ def prepare_output_dir(args, command, runtime):
         if not (resume / TRAINING_STATE).is_file():
             raise UserError(f"--resume_from_checkpoint {resume}: not a checkpoint folder "
                             f"(no {TRAINING_STATE} in it)")
+        problem = verify_checkpoint(resume, runtime.rank)
+        if problem is not None:
+            raise UserError(f"--resume_from_checkpoint {resume}: the checkpoint is damaged ({problem})")
         check_resumed_command(args, command, resume, runtime)
         if runtime.is_main:  # the run goes on: it is unfinished until it writes its mark again
             (output_dir / COMPLETION_MARK).unlink(missing_ok=True)
@@ -250,6 +317,7 @@ def prepare_output_dir(args, command, runtime):
             if runtime.is_main:
                 for checkpoint in checkpoints:
                     shutil.rmtree(checkpoint)
+                _remove_partial_checkpoints(work_dir)
                 # the old run's mark and results, which the new run might not write again
                 (output_dir / COMPLETION_MARK).unlink(missing_ok=True)
                 for result in output_dir.glob("*.json"):
@@ -261,7 +329,7 @@ def prepare_output_dir(args, command, runtime):
             raise UserError(f"output directory {output_dir} holds a finished run ({COMPLETION_MARK}); pass "
                             "--overwrite_output_dir to train again there, or choose another --output_dir")
         elif checkpoints:
-            resume = checkpoints[-1]
+            resume = whole_checkpoint(checkpoints, runtime)
             check_resumed_command(args, command, resume, runtime)
             logger.info("resuming the interrupted run in %s from %s", work_dir, resume.name)
         elif _failed_start(output_dir) and _failed_start(work_dir):
@@ -273,8 +341,27 @@ def prepare_output_dir(args, command, runtime):
     if runtime.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         work_dir.mkdir(parents=True, exist_ok=True)
+        _remove_partial_checkpoints(work_dir)
     runtime.barrier()
     return resume
+
+
+def whole_checkpoint(checkpoints, runtime):
+    """The newest of ``checkpoints`` (oldest first) that ``verify_checkpoint`` finds whole; each
+    damaged one after it is named in a warning. None whole: a UserError listing them."""
+    damaged = []
+    for checkpoint in reversed(checkpoints):
+        problem = verify_checkpoint(checkpoint, runtime.rank)
+        if problem is None:
+            if damaged:
+                logger.warning("the latest checkpoint%s %s damaged (%s): resuming from %s, the newest whole one",
+                               "s" if len(damaged) > 1 else "", "are" if len(damaged) > 1 else "is",
+                               "; ".join(f"{path.name}: {why}" for path, why in damaged), checkpoint.name)
+            return checkpoint
+        damaged.append((checkpoint, problem))
+    raise UserError(f"no checkpoint of the interrupted run in {checkpoints[0].parent} is whole ("
+                    + "; ".join(f"{path.name}: {why}" for path, why in damaged)
+                    + "): pass --overwrite_output_dir to start again")
 
 
 def save_trained(model, tokenizer, output_dir, runtime, what="model", result=None):
@@ -282,8 +369,9 @@ def save_trained(model, tokenizer, output_dir, runtime, what="model", result=Non
     with a ``TrainResult``, log where it went and the mean training loss."""
     if not runtime.is_main:
         return
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    with disk_full_explained(output_dir, f"the {what}", tensor_bytes(model.state_dict())):
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
     if result is not None:
         logger.info("saved the %s to %s (train loss %.4f)", what, output_dir, result.train_loss)
 

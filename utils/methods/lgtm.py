@@ -206,15 +206,16 @@ class TeacherStep:
 def teacher_step_from_args(args, runtime, teacher, student, student_optimizer, quiz_batches, num_train_examples):
     """The ``TeacherStep`` of ``run_lgtm_glue.py``'s options: ``--t_learning_rate`` on
     ``--lr_scheduler_type`` over one update per micro-batch of the run, ``--t_alpha_kd``,
-    ``--temperature``, ``--max_grad_norm``, and with ``--use_lgtm`` the ``quiz_batches``,
-    ``--alpha_kd`` and ``--lgtm_r``; None without ``--train_teacher`` (KD's frozen teacher)."""
+    ``--temperature``, ``--max_grad_norm``, and for LGTM (``quiz_batches`` given, with
+    ``--use_lgtm``) ``--alpha_kd`` and ``--lgtm_r``; None without ``--train_teacher`` (KD's frozen
+    teacher)."""
     if not args.train_teacher:
         return None
     num_updates = planned_hook_calls(num_train_examples, args, runtime)
     return TeacherStep(teacher, student, runtime, learning_rate=args.t_learning_rate, adam_epsilon=args.adam_epsilon,
                        make_schedule=lambda optimizer: make_scheduler(optimizer, args, num_updates),
                        t_alpha_kd=args.t_alpha_kd, temperature=args.temperature, max_grad_norm=args.max_grad_norm,
-                       quiz_batches=quiz_batches if args.use_lgtm else None, student_optimizer=student_optimizer,
+                       quiz_batches=quiz_batches, student_optimizer=student_optimizer,
                        alpha_kd=args.alpha_kd, lgtm_r=args.lgtm_r)
 
 

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from losses import OneToOneLoss
-from utils.engine.cli import add_flag
+from utils.engine.cli import add_flag, bounded
 from utils.engine.errors import UserError
 from utils.engine.features import model_inputs
 from utils.engine.models import (
@@ -43,19 +43,20 @@ def add_distillation_args(parser, task_weight_name, *, alpha_ce=0.5, alpha_corr=
     (the GLUE script's are the keyword defaults here). ``classifiers``: the options of the
     sequence classifiers' scripts too (PKD's)."""
     group = parser.add_argument_group("distillation loss")
-    group.add_argument(f"--{task_weight_name}", type=float, default=0.5, help="weight of the task loss")
-    group.add_argument("--alpha_ce", type=float, default=alpha_ce, help="weight of the logit KD loss")
-    group.add_argument("--alpha_corr", type=float, default=alpha_corr, help="weight of the cross-correlation loss")
-    group.add_argument("--alpha_mse", type=float, default=alpha_mse, help="weight of the hidden-state MSE loss")
-    group.add_argument("--alpha_cos", type=float, default=alpha_cos, help="weight of the hidden-state cosine loss")
-    group.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of the KD loss")
+    weight = bounded(float, at_least=0)
+    group.add_argument(f"--{task_weight_name}", type=weight, default=0.5, help="weight of the task loss")
+    group.add_argument("--alpha_ce", type=weight, default=alpha_ce, help="weight of the logit KD loss")
+    group.add_argument("--alpha_corr", type=weight, default=alpha_corr, help="weight of the cross-correlation loss")
+    group.add_argument("--alpha_mse", type=weight, default=alpha_mse, help="weight of the hidden-state MSE loss")
+    group.add_argument("--alpha_cos", type=weight, default=alpha_cos, help="weight of the hidden-state cosine loss")
+    group.add_argument("--temperature", type=bounded(float, above=0), default=2.0, help="softmax temperature of the KD loss")
     add_flag(group, "--do_mask", help="add the specialised sub-teacher term (a random half of the features)")
-    group.add_argument("--mask_prob", type=float, default=0.5, help="probability of dropping a feature column")
-    group.add_argument("--off_diagonal_weight", type=float, default=5e-3, help="lambda of the off-diagonal term")
+    group.add_argument("--mask_prob", type=bounded(float, at_least=0, below=1), default=0.5, help="probability of dropping a feature column")
+    group.add_argument("--off_diagonal_weight", type=bounded(float, at_least=0), default=5e-3, help="lambda of the off-diagonal term")
     group.add_argument("--corr_normalizer", choices=["elements", "tokens"], default="elements",
                        help="divide the correlation by N*d as released (elements) or by N (tokens)")
     if classifiers:
-        group.add_argument("--alpha_pkd", type=float, default=0.0,
+        group.add_argument("--alpha_pkd", type=weight, default=0.0,
                            help="PKD's beta: weight of the patient loss on the [CLS] states of mapped layers")
         group.add_argument("--pkd_layers", choices=["skip", "last"], default="skip",
                            help="PKD-Skip (a 6-layer student's layers 1-5 from a 12-layer teacher's 2,4,6,8,10) or "
@@ -76,16 +77,10 @@ def loss_from_args(args, task_weight_name):
     under ``--<task_weight_name>``), checked."""
     alpha_task, alpha_pkd = getattr(args, task_weight_name), getattr(args, "alpha_pkd", 0.0)
     weights = [alpha_task, args.alpha_ce, args.alpha_corr, args.alpha_mse, args.alpha_cos, alpha_pkd]
-    if any(weight < 0 for weight in weights):
-        raise UserError("loss weights must not be negative")
     if not any(weight > 0 for weight in weights):
         raise UserError("all loss weights are zero: set at least one of the task weight, --alpha_ce, "
                         "--alpha_corr, --alpha_mse, --alpha_cos" + (", --alpha_pkd" if hasattr(args, "alpha_pkd") else "")
                         + " above 0")
-    if not 0 <= args.mask_prob < 1:
-        raise UserError(f"--mask_prob must be in [0, 1), got {args.mask_prob}")
-    if args.temperature <= 0:
-        raise UserError(f"--temperature must be positive, got {args.temperature}")
     return OneToOneLoss(alpha_task=alpha_task, alpha_ce=args.alpha_ce, alpha_corr=args.alpha_corr,
                         alpha_mse=args.alpha_mse, alpha_cos=args.alpha_cos, alpha_pkd=alpha_pkd,
                         temperature=args.temperature,

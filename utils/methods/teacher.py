@@ -51,18 +51,19 @@ def keeps_head(config, name, untrained_head):
     pre-trained encoder: its head would be random) is refused when ``untrained_head`` is
     ``"refuse"``, gets a new head with a warning when it is ``"allow"``
     (``--allow_untrained_teacher_head``) or ``"train"`` (ProKT and LGTM train the teacher). A
-    config that does not say what it was saved as keeps its head, with a warning."""
+    config that does not say what it was saved as keeps its head, with a warning, unless the
+    teacher is trained (then it gets a new one)."""
     if is_sequence_classifier(config):
         return True
-    if not config.architectures:
+    if not config.architectures and untrained_head != "train":
         logger.warning("the teacher %s does not say what it was saved as (no architectures in its config): make "
                        "sure it was fine-tuned on the task", name)
         return True
-    saved_as = ", ".join(config.architectures)
+    saved_as = ", ".join(config.architectures or ["no architecture"])
     if untrained_head == "refuse":
         raise UserError(f"the teacher {name} was saved without a trained classification head ({saved_as}), so a "
                         "frozen teacher's logits would be random: distil from a teacher fine-tuned on the task "
-                        "(run_glue.py / run_imdb.py), or pass --allow_untrained_teacher_head")
+                        "(run_glue.py; run_imdb.py for IMDB), or pass --allow_untrained_teacher_head")
     if untrained_head == "train":
         logger.warning("the teacher %s has no trained classification head (saved as %s): it trains a new one",
                        name, saved_as)
@@ -82,4 +83,9 @@ def load_teacher(name_or_path, task=None, *, cache_dir=None, untrained_head="ref
         return load_question_answerer(name_or_path, what="teacher", cache_dir=cache_dir, keep_head=True), tokenizer
     config = load_config(name_or_path, what="teacher", cache_dir=cache_dir)
     keep_head = keeps_head(config, name_or_path, untrained_head)
+    if keep_head and config.num_labels != task.num_labels:
+        raise UserError(f"the teacher {name_or_path} has {config.num_labels} output label(s) but task {task.name} "
+                        f"has {task.num_labels}: pass a teacher fine-tuned on {task.name}"
+                        + (", or a pre-trained one without a classification head" if untrained_head == "train"
+                           else ""))
     return load_classifier(name_or_path, task, what="teacher", cache_dir=cache_dir, keep_head=keep_head), tokenizer

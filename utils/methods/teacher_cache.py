@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from utils.engine.cli import add_flag, neutral
+from utils.engine.cli import add_flag, bounded, neutral
 from utils.engine.errors import UserError
 from utils.engine.runtime import checkpoint_dir, move_to_device
 from utils.methods.teacher import TeacherOutputs
@@ -45,7 +45,7 @@ def add_teacher_cache_args(parser):
                             "bits, float32's range: for a teacher whose outputs exceed 65504)")
     neutral(group.add_argument("--cache_teacher_dir", default=None,
                                help="memory-map the cache from files in this folder instead of holding it in memory"))
-    neutral(group.add_argument("--cache_teacher_max_memory_gb", type=float, default=4.0,
+    neutral(group.add_argument("--cache_teacher_max_memory_gb", type=bounded(float, at_least=0), default=4.0,
                                help="a cache larger than this is memory-mapped from <checkpoint dir>/teacher_cache "
                                     "(default 4)"))
     return group
@@ -54,8 +54,6 @@ def add_teacher_cache_args(parser):
 def check_teacher_cache_args(args):
     if args.cache_teacher_dir and not args.cache_teacher:
         raise UserError("--cache_teacher_dir needs --cache_teacher")
-    if args.cache_teacher_max_memory_gb < 0:
-        raise UserError(f"--cache_teacher_max_memory_gb must not be negative, got {args.cache_teacher_max_memory_gb}")
 
 
 def with_example_index(features):

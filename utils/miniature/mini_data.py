@@ -16,6 +16,7 @@ import random
 import shutil
 from pathlib import Path
 
+from utils.engine.cli import bounded
 from utils.engine.errors import UserError, exit_on_user_error
 from utils.tasks.glue_data import get_task, read_text, tsv_columns
 
@@ -99,7 +100,7 @@ def main(argv=None):
     parser.add_argument("--tasks", required=True, help="comma separated, e.g. cola,sst2,mrpc,stsb,rte")
     parser.add_argument("--max_train", default=None,
                         help="training rows kept: N for every task, or task=N,task=N (default: all)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=bounded(int, at_least=0, at_most=2**32 - 1), default=0)
     args = parser.parse_args(argv)
     tasks = [task for task in args.tasks.split(",") if task]
     record = make_subsample(args.glue_dir, args.output_dir, tasks, parse_max_train(args.max_train, tasks), args.seed)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.engine.cli import neutral
+from utils.engine.cli import bounded, neutral
 from utils.engine.errors import UserError
 from utils.engine.features import tokenize_examples
 from utils.engine.loop import predict
@@ -33,7 +33,8 @@ def add_glue_data_args(parser, max_seq_length=128):
     group.add_argument("--train_file", default=None, help="a csv or json training file instead")
     group.add_argument("--validation_file", default=None, help="a csv or json validation file instead")
     neutral(group.add_argument("--test_file", default=None, help="a csv or json test file instead"))
-    group.add_argument("--max_seq_length", type=int, default=max_seq_length)
+    group.add_argument("--max_seq_length", type=bounded(int), default=max_seq_length,
+                       help="tokens per example (its range, from the models, is checked when they load)")
     return group
 
 

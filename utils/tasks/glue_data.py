@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from utils.engine.errors import UserError
+from utils.engine.models import hub_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -403,12 +404,10 @@ def record_label(task, value):
 
 def load_glue_hub(task, split, cache_dir=None):
     """Examples of ``nyu-mll/glue`` (config ``task.name``, ``ax`` for the diagnostic set)."""
-    import datasets
-
     task = get_task(task)
     check_split(task, split)
     try:
-        dataset = datasets.load_dataset(HUB_DATASET, task.name, split=split, cache_dir=cache_dir)
+        dataset = hub_dataset(HUB_DATASET, task.name, split=split, cache_dir=cache_dir)
     except (ConnectionError, FileNotFoundError) as error:
         raise UserError(f"could not load {HUB_DATASET} ({task.name}, {split}) from the hub: {error}; "
                         "for local data pass --data_dir or --train_file/--validation_file") from None

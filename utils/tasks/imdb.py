@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.engine.cli import add_flag
+from utils.engine.cli import add_flag, bounded
 from utils.engine.errors import UserError
 from utils.engine.features import SEQUENCE_KEYS, merge_features, tokenize_examples
 from utils.engine.loop import predict
-from utils.engine.models import max_input_length
+from utils.engine.models import hub_dataset, max_input_length
 from utils.engine.runtime import write_json
 from utils.tasks.glue_data import read_records, read_text
 from utils.tasks.metrics import accuracy
@@ -62,13 +62,13 @@ def add_imdb_data_args(parser):
     group.add_argument("--label_column", default="label",
                        help="the label column of --train_file/--validation_file (0/1 or neg/pos)")
     group.add_argument("--dataset_name", default="imdb", help="the hub dataset read without local data")
-    group.add_argument("--max_seq_length", type=int, default=None,
+    group.add_argument("--max_seq_length", type=bounded(int), default=None,
                        help="tokens kept per review, special tokens included (default: the model maximum, "
                             "512 for BERT, as released)")
     group.add_argument("--truncation", choices=["head", "head_tail"], default="head",
                        help="keep the first tokens of a long review (head, as released) or its first "
                             "--head_tokens and last tokens (head_tail)")
-    group.add_argument("--head_tokens", type=int, default=128,
+    group.add_argument("--head_tokens", type=bounded(int, at_least=1), default=128,
                        help="with --truncation head_tail: tokens kept from the start, the rest from the end")
     add_flag(group, "--keep_br_tags",
              help="keep the reviews' <br /> tags as released (default: they become line breaks)")
@@ -76,8 +76,6 @@ def add_imdb_data_args(parser):
 
 
 def check_imdb_args(args):
-    if args.head_tokens < 0:
-        raise UserError(f"--head_tokens must not be negative, got {args.head_tokens}")
     if args.truncation == "head_tail" and args.max_seq_length is not None and args.head_tokens >= args.max_seq_length:
         raise UserError(f"--truncation head_tail keeps --head_tokens {args.head_tokens} and then the review's last "
                         f"tokens, but --max_seq_length {args.max_seq_length} leaves no room for the tail: lower "
@@ -139,10 +137,8 @@ def read_imdb_file(path, text_column="text", label_column="label"):
 
 def load_imdb_hub(split, dataset_name="imdb", cache_dir=None):
     """The reviews of the hub's ``imdb`` (columns text and label)."""
-    import datasets
-
     try:
-        dataset = datasets.load_dataset(dataset_name, split=split, cache_dir=cache_dir)
+        dataset = hub_dataset(dataset_name, split=split, cache_dir=cache_dir)
     except (ConnectionError, FileNotFoundError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"could not load {dataset_name} ({split}) from the hub: {reason}; for local data pass "

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.engine.cli import add_flag
+from utils.engine.cli import add_flag, bounded
 from utils.engine.errors import UserError
 from utils.engine.features import model_inputs
 from utils.engine.loop import predict
@@ -42,15 +42,15 @@ def add_squad_data_args(parser):
     group.add_argument("--train_file", default=None, help="training file (in --data_dir when given)")
     group.add_argument("--predict_file", "--validation_file", default=None, dest="predict_file",
                        help="evaluation file (in --data_dir when given); without gold answers it is only predicted")
-    group.add_argument("--max_seq_length", type=int, default=384, help="tokens per window")
-    group.add_argument("--doc_stride", type=int, default=128,
+    group.add_argument("--max_seq_length", type=bounded(int, at_least=1), default=384, help="tokens per window")
+    group.add_argument("--doc_stride", type=bounded(int, at_least=1), default=128,
                        help="tokens between the starts of consecutive windows over a long context (as released; "
                             "at most the window's context part)")
-    group.add_argument("--max_query_length", type=int, default=64, help="questions are cut to this many tokens")
-    group.add_argument("--n_best_size", type=int, default=20,
+    group.add_argument("--max_query_length", type=bounded(int, at_least=1), default=64, help="questions are cut to this many tokens")
+    group.add_argument("--n_best_size", type=bounded(int, at_least=1), default=20,
                        help="start and end candidates per window, and answers kept per question in "
                             "nbest_predictions.json")
-    group.add_argument("--max_answer_length", type=int, default=30, help="longest answer, in tokens")
+    group.add_argument("--max_answer_length", type=bounded(int, at_least=1), default=30, help="longest answer, in tokens")
     add_flag(group, "--version_2_with_negative", help="SQuAD v2.0: not supported (refused with a message)")
     add_flag(group, "--overwrite_cache",
              help="accepted for the released command; features are made in memory on every run, so there is no "
@@ -62,9 +62,6 @@ def check_squad_args(args):
     if args.version_2_with_negative:
         raise UserError("--version_2_with_negative: SQuAD v2.0 is not supported; the one-to-one paper's "
                         "experiments use SQuAD v1.1")
-    for name in ("max_seq_length", "doc_stride", "max_query_length", "n_best_size", "max_answer_length"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
 
 
 def check_window_length(args, tokenizer, *models):

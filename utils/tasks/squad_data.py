@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from utils.engine.errors import UserError
+from utils.engine.models import hub_dataset
 from utils.tasks.glue_data import decode_json, read_text
 
 logger = logging.getLogger(__name__)
@@ -94,10 +95,8 @@ def check_examples(examples, source):
 
 def load_squad_hub(split, cache_dir=None):
     """Examples of the hub's ``rajpurkar/squad`` (``train`` or ``validation``)."""
-    import datasets
-
     try:
-        dataset = datasets.load_dataset(HUB_DATASET, split=split, cache_dir=cache_dir)
+        dataset = hub_dataset(HUB_DATASET, split=split, cache_dir=cache_dir)
     except (ConnectionError, FileNotFoundError) as error:
         raise UserError(f"could not load {HUB_DATASET} ({split}) from the hub: {error}; for local data pass "
                         "--data_dir or --train_file/--predict_file") from None
