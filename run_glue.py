@@ -25,6 +25,7 @@ from utils.engine.models import fine_tuning_loss, forward_arguments, load_classi
 from utils.engine.runtime import mark_complete, save_trained, start_run
 from utils.tasks.glue import (
     add_glue_data_args,
+    check_data_files,
     check_max_seq_length,
     evaluate_splits,
     load_glue_dev_sets,
@@ -57,6 +58,7 @@ def main(argv=None):
     command = parse_args(argv)
     args, task = resolved_options(command), get_task(command.task_name)
     runtime, resume = start_run(args, command)
+    check_data_files(args, task)
 
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, cache_dir=args.cache_dir,
                                do_lower_case=args.do_lower_case)

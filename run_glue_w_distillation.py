@@ -35,6 +35,7 @@ from utils.methods.teacher import add_teacher_args
 from utils.methods.teacher_cache import add_teacher_cache_args, check_teacher_cache_args
 from utils.tasks.glue import (
     add_glue_data_args,
+    check_data_files,
     check_max_seq_length,
     evaluate_splits,
     load_glue_dev_sets,
@@ -71,6 +72,7 @@ def main(argv=None):
     args, task = resolved_options(command), get_task(command.task_name)
     loss_fn = loss_from_args(args, TASK_WEIGHT)
     runtime, resume = start_run(args, command)
+    check_data_files(args, task)
     loss_fn = across_processes(loss_fn, runtime)
 
     # Models and evaluation data

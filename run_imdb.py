@@ -24,6 +24,7 @@ from utils.engine.runtime import mark_complete, save_trained, start_run
 from utils.tasks.imdb import (
     IMDB,
     add_imdb_data_args,
+    check_data_files,
     check_imdb_args,
     evaluate_accuracy,
     imdb_max_seq_length,
@@ -54,6 +55,7 @@ def parse_args(argv=None):
 def main(argv=None):
     command = parse_args(argv)
     runtime, resume = start_run(resolved_options(command), command)
+    check_data_files(command)
 
     # Model, the run's options (--max_seq_length by default the most tokens the model reads) and evaluation data
     tokenizer = load_tokenizer(command.tokenizer_name or command.model_name_or_path, cache_dir=command.cache_dir,

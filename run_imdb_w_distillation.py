@@ -37,6 +37,7 @@ from utils.methods.teacher_cache import add_teacher_cache_args, check_teacher_ca
 from utils.tasks.imdb import (
     IMDB,
     add_imdb_data_args,
+    check_data_files,
     check_imdb_args,
     evaluate_accuracy,
     imdb_max_seq_length,
@@ -72,6 +73,7 @@ def main(argv=None):
     command = parse_args(argv)
     loss_fn = loss_from_args(command, TASK_WEIGHT)  # checked before any work
     runtime, resume = start_run(resolved_options(command), command)
+    check_data_files(command)
     loss_fn = across_processes(loss_fn, runtime)
 
     # Models, the run's options (--max_seq_length by default the most tokens the models read) and evaluation data

@@ -46,6 +46,7 @@ from utils.methods.lgtm import BestScore, QuizBatches, online_student_loss, teac
 from utils.methods.teacher import add_teacher_args, load_teacher
 from utils.tasks.glue import (
     add_glue_data_args,
+    check_data_files,
     check_max_seq_length,
     evaluate_splits,
     labelled_features,
@@ -205,6 +206,7 @@ def main(argv=None):
     args = resolved_options(command, evaluate_during_training=command.do_eval)
     task = get_task(args.task_name)
     runtime, resume = start_run(args, command)
+    check_data_files(args, task)
 
     # Models and evaluation data
     tokenizer = load_tokenizer(args.model_name_or_path, what="student", cache_dir=args.cache_dir)

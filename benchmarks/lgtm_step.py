@@ -61,7 +61,7 @@ def make_setup(args, method):
         student_optimizer = reference.reference_optimizer(student.parameters(), LEARNING_RATE)
 
         def released_step():
-            reference.lgtm_teacher_step(teacher, student, teacher_optimizer, student_optimizer, setup.batch,
+            reference.lgtm_teacher_update(teacher, student, teacher_optimizer, student_optimizer, setup.batch,
                                           setup.quiz_batch, ignore, alpha_kd=ALPHA_KD, t_alpha_kd=T_ALPHA_KD,
                                           temperature=TEMPERATURE)
             reference.student_update(teacher, student, student_optimizer, setup.batch, ignore, alpha_kd=ALPHA_KD,

@@ -351,10 +351,10 @@ def online_step(row, pipe, args, vocab_size):
             quiz_batch = pipe.quiz_batch(index) if row == "LGTM step" else batch
             timer.mark("data")
             if row == "ProKT step":
-                reference.prokt_teacher_step(teacher, student, teacher_optimizer, batch, timer.mark,
+                reference.prokt_teacher_update(teacher, student, teacher_optimizer, batch, timer.mark,
                                                t_alpha_kd=T_ALPHA_KD, temperature=TEMPERATURE)
             elif row in LGTM_ROWS:
-                reference.lgtm_teacher_step(teacher, student, teacher_optimizer, student_optimizer, batch,
+                reference.lgtm_teacher_update(teacher, student, teacher_optimizer, student_optimizer, batch,
                                               quiz_batch, timer.mark, alpha_kd=ALPHA_KD, t_alpha_kd=T_ALPHA_KD,
                                               temperature=TEMPERATURE)
             reference.student_update(teacher, student, student_optimizer, batch, timer.mark, alpha_kd=ALPHA_KD,

@@ -14,6 +14,8 @@
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # what every training script writes last, once its run has finished (utils/engine/runtime.py)
 COMPLETION_MARK=run_complete.json
+# the exit status of a run that a signal stopped after it saved a checkpoint (utils/engine/loop.py)
+STOPPED_STATUS=75
 PYTHON=${PYTHON:-python}
 SCRIPT_PATH=${SCRIPT_PATH:-$0}
 
@@ -194,11 +196,38 @@ job() {
     mkdir -p "$(dirname "$dir")"
     echo "# $(date '+%F %T') $(quote "${command[@]}")" >>"$log"
     set +e
-    "${command[@]}" 2>&1 | tee -a "$log"
-    status=${PIPESTATUS[0]}
+    run_forwarding_signals "$log" "${command[@]}"
+    status=$?
     set -e
+    if ((status == STOPPED_STATUS || SIGNALLED)); then
+        echo "stopped when asked to (a signal): the same command continues with $dir, from its checkpoint" >&2
+        exit "$STOPPED_STATUS"
+    fi
     ((status == 0)) || die "run failed (exit $status): $dir; log: $log; command: $(quote "${command[@]}")"
     [[ -f $dir/$COMPLETION_MARK ]] || die "run ended without writing $dir/$COMPLETION_MARK; log: $log"
+}
+
+SIGNALLED=0
+
+run_forwarding_signals() {
+    # Run COMMAND with its output appended to LOG (and shown), in the background, so that the
+    # SIGTERM or SIGUSR1 this script gets (from Slurm before preemption or the time limit) reaches
+    # it as SIGTERM: the training scripts then save a checkpoint at their next step and exit
+    # STOPPED_STATUS (torchrun passes SIGTERM on to its processes). Ctrl-C does the same (a
+    # background command of a script ignores SIGINT). The status is the command's.
+    local log=$1 child status
+    shift
+    "$@" > >(trap '' TERM USR1 INT; tee -a "$log") 2>&1 &
+    child=$!
+    trap 'SIGNALLED=1; kill -TERM "$child" 2>/dev/null' TERM USR1 INT
+    wait "$child"
+    status=$?
+    while kill -0 "$child" 2>/dev/null; do  # a trapped signal ends `wait` early
+        wait "$child"
+        status=$?
+    done
+    trap - TERM USR1 INT
+    return "$status"
 }
 
 glue_task_dir() {

@@ -16,6 +16,8 @@ from utils.tasks.glue_data import (
     get_task,
     load_glue_diagnostic,
     load_glue_split,
+    record_columns,
+    record_text_columns,
     submission_file_names,
     write_glue_submission,
 )
@@ -67,6 +69,20 @@ def load_glue_examples(args, task, split, limit=None):
     if not examples:
         raise UserError(f"the {split} split of {task.name} is empty")
     return examples[:limit] if limit else examples
+
+
+def check_data_files(args, task):
+    """The csv/json files given for ``task`` have the columns it needs (its texts; a ``label``
+    column for --train_file and --validation_file): one line before any model loads."""
+    for option, labelled in (("train_file", True), ("validation_file", True), ("test_file", False)):
+        path = getattr(args, option, None)
+        if not path:
+            continue
+        columns = record_columns(path)
+        record_text_columns(task, columns, Path(path))
+        if labelled and "label" not in columns:
+            raise UserError(f"--{option} {path}: no label column ('label') for task {task.name}; found "
+                            f"{', '.join(columns)}")
 
 
 def labelled_features(tokenized, examples):

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from utils.engine.errors import UserError
-from utils.engine.models import hub_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -345,6 +344,14 @@ def decode_json(path, text, line_number):
         raise UserError(f"{path}: {where}: {error}") from None
 
 
+def record_columns(path):
+    """The columns of a csv/json data file (all its rows'), a UserError when it has no rows."""
+    records = read_records(path)
+    if not records:
+        raise UserError(f"{path} has no rows")
+    return list(dict.fromkeys(column for record in records for column in record))
+
+
 def glue_examples_from_records(task, records, source):
     """Examples from column-keyed records (csv/json rows, hub rows); UserErrors name ``source``."""
     if not records:
@@ -404,6 +411,8 @@ def record_label(task, value):
 
 def load_glue_hub(task, split, cache_dir=None):
     """Examples of ``nyu-mll/glue`` (config ``task.name``, ``ax`` for the diagnostic set)."""
+    from utils.engine.models import hub_dataset  # transformers: not for the readers of local files
+
     task = get_task(task)
     check_split(task, split)
     try:

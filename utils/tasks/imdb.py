@@ -23,7 +23,7 @@ from utils.engine.features import SEQUENCE_KEYS, merge_features, tokenize_exampl
 from utils.engine.loop import predict
 from utils.engine.models import hub_dataset, max_input_length
 from utils.engine.runtime import write_json
-from utils.tasks.glue_data import read_records, read_text
+from utils.tasks.glue_data import read_records, read_text, record_columns
 from utils.tasks.metrics import accuracy
 
 logger = logging.getLogger(__name__)
@@ -110,9 +110,13 @@ def find_aclimdb(data_dir):
                     f"in it or in {data_dir / 'aclImdb'} (the extracted aclImdb_v1.tar.gz)")
 
 
+REVIEW_FILE = re.compile(r"^\d+_\d+\.txt$")
+
+
 def read_aclimdb(data_dir, split):
-    """The reviews of ``<aclImdb>/<split>/{neg,pos}/*.txt`` (neg first, files in name order);
-    ``unsup/`` and the other files of the folder are not read."""
+    """The reviews of ``<aclImdb>/<split>/{neg,pos}/<id>_<rating>.txt`` (neg first, files in name
+    order); ``unsup/`` and the other files of the folder are not read. Files not named so (a
+    ``notes.txt``, say) and empty reviews are skipped, and counted in one warning."""
     if split not in SPLITS:
         raise UserError(f"IMDB has no split {split!r}; its splits: {', '.join(SPLITS)}")
     root = find_aclimdb(data_dir)
@@ -121,13 +125,40 @@ def read_aclimdb(data_dir, split):
     if missing:
         raise UserError(f"no {' and no '.join(missing)}: the {split} split of an aclImdb folder is "
                         f"{split}/neg/ and {split}/pos/ with one <id>_<rating>.txt file per review")
-    examples = []
+    examples, stray, empty = [], [], []
     for label, folder in enumerate(folders):
-        for path in sorted(folder.glob("*.txt")):
-            examples.append(review(len(examples), read_text(path), label))
+        for path in sorted(folder.iterdir()):
+            if not path.is_file():
+                continue
+            if not REVIEW_FILE.match(path.name):
+                stray.append(path)
+                continue
+            text = read_text(path)
+            if not text.strip():
+                empty.append(path)
+                continue
+            examples.append(review(len(examples), text, label))
+    if stray or empty:
+        skipped = [f"{len(stray)} file(s) not named <id>_<rating>.txt (e.g. {stray[0]})" if stray else None,
+                   f"{len(empty)} empty review(s) (e.g. {empty[0]})" if empty else None]
+        logger.warning("the %s split of %s: skipped %s", split, root, " and ".join(part for part in skipped if part))
     if not examples:
         raise UserError(f"the {split} split of {root} is empty: no .txt files in {folders[0]} or {folders[1]}")
     return examples
+
+
+def check_data_files(args):
+    """--train_file and --validation_file have the review and label columns: one line before any
+    model loads."""
+    for option in ("train_file", "validation_file"):
+        path = getattr(args, option, None)
+        if not path:
+            continue
+        columns = record_columns(path)
+        missing = [column for column in (args.text_column, args.label_column) if column not in columns]
+        if missing:
+            raise UserError(f"--{option} {path}: no column {' or '.join(missing)} (found {', '.join(columns)}); "
+                            "name the review and label columns with --text_column and --label_column")
 
 
 def read_imdb_file(path, text_column="text", label_column="label"):

@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 from utils.engine.errors import UserError
-from utils.engine.models import hub_dataset
 from utils.tasks.glue_data import decode_json, read_text
 
 logger = logging.getLogger(__name__)
@@ -95,6 +94,8 @@ def check_examples(examples, source):
 
 def load_squad_hub(split, cache_dir=None):
     """Examples of the hub's ``rajpurkar/squad`` (``train`` or ``validation``)."""
+    from utils.engine.models import hub_dataset  # transformers: not for the readers of local files
+
     try:
         dataset = hub_dataset(HUB_DATASET, split=split, cache_dir=cache_dir)
     except (ConnectionError, FileNotFoundError) as error:
