@@ -39,6 +39,7 @@ import sys
 from pathlib import Path
 
 from utils.tasks.glue_data import get_task
+from utils.tasks.predictions import EVAL_PREDICTIONS, bootstrap_interval, paired_interval, read_eval_predictions
 
 # The results layout, the one definition: scripts/common.sh reads it with --print-layout.
 RUN_DIR_LAYOUT = "{table}/{task}/{method}/seed{seed}"
@@ -118,6 +119,11 @@ TABLES = {
 }
 
 
+# what --compare subtracts by default: the student fine-tuned alone; the LGTM table has none, and
+# its paper's baseline is KD
+DEFAULT_BASELINES = {"one_to_one_glue": "ft", "one_to_one_squad": "ft", "one_to_one_imdb": "ft", "lgtm_glue": "kd"}
+
+
 def run_dir(root, table, task, method, seed):
     return Path(root) / RUN_DIR_LAYOUT.format(table=table, task=task, method=method, seed=seed)
 
@@ -158,13 +164,83 @@ def metric_value(metrics, metric, path, problems):
     return value
 
 
+def predictions_of(paths, found, metric, problems):
+    """The ``eval_predictions.json`` sets of the runs with a value (``found``), or None when one
+    of them has none (a run of an older version) or cannot be read (then ``problems`` says why)."""
+    runs = []
+    for path, value in zip(paths, found):
+        if value is None:
+            continue
+        file = path / EVAL_PREDICTIONS
+        if not file.is_file():
+            return None
+        try:
+            sets = read_eval_predictions(file)
+            suffix = "_mm" if metric.endswith("_mm") else ""
+            sets[suffix]  # noqa: B018 -- the set of this metric must be there
+        except (OSError, ValueError, KeyError) as error:
+            problems.append((file, f"not readable for the intervals ({type(error).__name__}: {error})"))
+            return None
+        runs.append(sets)
+    return runs or None
+
+
+def compare_table(collected, baseline):
+    """``{"rows": [(label, {column: (difference, low, high)})], "baseline": label}``: each student
+    row minus the ``baseline`` method's, per metric, with the paired bootstrap interval on the same
+    dev examples; None when the baseline row is not in the table."""
+    ours = {method: (label, cells) for label, cells, kind, method in collected["rows"] if kind == "ours"}
+    if baseline not in ours:
+        return None
+    base_label, base_cells = ours[baseline]
+    rows = []
+    for method, (label, cells) in ours.items():
+        if method in (baseline, "teacher"):
+            continue
+        differences = {}
+        for task, metric, _ in collected["columns"]:
+            if task == "avg":
+                continue
+            cell, base = cells[(task, metric)], base_cells[(task, metric)]
+            if cell.runs and base.runs:
+                difference, low, high = paired_interval(cell.runs, base.runs, metric)
+                differences[(task, metric)] = tuple(cell.scale * value for value in (difference, low, high))
+        rows.append((label, differences))
+    return {"rows": rows, "baseline": base_label}
+
+
+def compare_markdown(collected, comparison):
+    lines = [f"#### {collected['title']}: each method minus {comparison['baseline']}", "",
+             "Difference of the means, in points, and its 95% paired bootstrap interval (the same dev "
+             "examples resampled for both, and the seeds of each); an interval that does not contain 0 "
+             "is marked *.", ""]
+    columns = [column for column in collected["columns"] if column[0] != "avg"]
+    header = ["Method"] + [label for _, _, label in columns]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, differences in comparison["rows"]:
+        row = [label]
+        for task, metric, _ in columns:
+            if (task, metric) not in differences:
+                row.append("n/a")
+                continue
+            difference, low, high = differences[(task, metric)]
+            mark = "*" if low > 0 or high < 0 else ""
+            row.append(f"{difference:+.2f} ({low:+.2f}, {high:+.2f}){mark}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# the folders scripts/mini_tables.sh keeps beside the tables in its output root
+MINIATURE_FOLDERS = {"data", "models", "tables"}
+
+
 def stray_folders(root):
     """Folders under ``root`` that belong to no table: not a table, a task of it, a method of that
-    table or a ``seed<k>`` run (the miniature tables' ``data`` folder is theirs)."""
+    table or a ``seed<k>`` run (the miniature tables' own folders are theirs)."""
     stray = []
     for table_dir in sorted(path for path in Path(root).iterdir() if path.is_dir()):
         if table_dir.name not in TABLES:
-            if table_dir.name != "data":
+            if table_dir.name not in MINIATURE_FOLDERS:
                 stray.append(table_dir)
             continue
         methods = TABLES[table_dir.name][2]
@@ -193,10 +269,22 @@ def seeds_found(root, table, method_filter):
 
 
 class Cell:
-    """One (method, task, metric): the values of the finished seeds and the statuses of the others."""
+    """One (method, task, metric): the values of the finished seeds and the statuses of the others;
+    with the per-example dev predictions of every finished seed (``runs``, their
+    ``eval_predictions.json``), its 95% bootstrap interval (``interval``)."""
 
-    def __init__(self, values, statuses):
+    def __init__(self, values, statuses, runs=None, metric=None, scale=100.0):
         self.values, self.statuses = values, statuses
+        self.runs, self.metric, self.scale = runs, metric, scale
+        self._interval = None
+
+    @property
+    def interval(self):
+        """``(low, high)`` in the cell's unit, or None without predictions for every finished seed."""
+        if self._interval is None and self.runs:
+            low, high = bootstrap_interval(self.runs, self.metric)
+            self._interval = (self.scale * low, self.scale * high)
+        return self._interval
 
     @property
     def mean(self):
@@ -219,6 +307,8 @@ class Cell:
         if not self.values:
             return self.status()
         text = f"{self.mean:.2f}" + (f" ± {self.std:.2f}" if self.std is not None else "")
+        if self.interval is not None:
+            text += f" ({self.interval[0]:.2f}, {self.interval[1]:.2f})"
         return text if len(self.values) == len(self.statuses) else f"{text} [{self.status()}]"
 
 
@@ -248,7 +338,8 @@ def collect_table(root, table, seeds=None, tasks=None, with_published=True, meth
                 values = [scale * value for value in found if value is not None]
                 statuses = [status if status != "ok" or value is not None else "failed"
                             for (status, _), value in zip(runs, found)]
-                cells[(task, metric)] = Cell(values, statuses)
+                cells[(task, metric)] = Cell(values, statuses, predictions_of(paths, found, metric, problems),
+                                             metric, scale)
             scored = [main_metric(task)] if average == "main" else TASKS[task][2]
             means = [cells[(task, metric)].mean for metric in scored]
             scores.append(None if None in means else statistics.fmean(means))
@@ -292,7 +383,9 @@ def _key(column):
 def to_markdown(collected):
     lines = [f"### {collected['title']}", "",
              f"Mean ± std (sample, over seeds {', '.join(map(str, collected['student_seeds']))}; teacher seed "
-             f"{', '.join(map(str, collected['teacher_seeds']))}), in percent.", ""]
+             f"{', '.join(map(str, collected['teacher_seeds']))}), in percent; in parentheses the 95% bootstrap "
+             "interval (dev examples resampled, and seeds where there are several), where the runs wrote their "
+             "per-example predictions.", ""]
     header = ["Method"] + [label for _, _, label in collected["columns"]]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, cells, kind, _ in collected["rows"]:
@@ -315,24 +408,29 @@ def to_csv(collected):
     writer = csv.writer(out, lineterminator="\n")
     header = ["table", "method"]
     for _, _, label in collected["columns"]:
-        header += [label] if label == "Avg" else [f"{label} mean", f"{label} std", f"{label} runs"]
+        header += [label] if label == "Avg" else [f"{label} mean", f"{label} std", f"{label} runs",
+                                                   f"{label} 95% low", f"{label} 95% high"]
     writer.writerow(header)
     for label, cells, kind, _ in collected["rows"]:
         row = [collected["table"], label]
         for column in collected["columns"]:
             value = cells.get(_key(column), "")
             if isinstance(value, Cell):
-                row += [_number(value.mean) if value.values else value.status(), _number(value.std), value.status()]
+                interval = value.interval or (None, None)
+                row += [_number(value.mean) if value.values else value.status(), _number(value.std), value.status(),
+                        _number(interval[0]), _number(interval[1])]
             elif column[0] == "avg":
                 row.append(_number(value) if isinstance(value, float) else value)
             else:
-                row += [_number(value) if isinstance(value, float) else "", "", ""]
+                row += [_number(value) if isinstance(value, float) else "", "", "", "", ""]
         writer.writerow(row)
     return out.getvalue()
 
 
 def plot_points(collected):
-    """What ``plot_table`` draws: ``{(task, metric): [(method label, mean, lowest, highest, published or None)]}``
+    """What ``plot_table`` draws: ``{(task, metric): [(method label, mean, low, high, published or None)]}``,
+    low and high the cell's 95% bootstrap interval where its runs wrote their predictions, else its
+    lowest and highest seed,
     over the methods with a finished run or a published value; a task's plotted metric is its main
     one where the table compares published numbers by it, else each shown metric."""
     ours = {method: cells for _, cells, kind, method in collected["rows"] if kind == "ours"}
@@ -346,7 +444,7 @@ def plot_points(collected):
         for method, cells in ours.items():
             cell, paper = cells[(task, metric)], published.get(method, {}).get((task, metric))
             if cell.values or paper is not None:
-                low, high = (min(cell.values), max(cell.values)) if cell.values else (None, None)
+                low, high = cell.interval or ((min(cell.values), max(cell.values)) if cell.values else (None, None))
                 entries.append((labels[method], cell.mean, low, high, paper))
         if entries:
             points[(task, metric)] = entries
@@ -355,8 +453,9 @@ def plot_points(collected):
 
 def plot_table(collected, path):
     """Draw ``collected`` into the PNG ``path``: a panel per task (``plot_points``), the methods
-    down the side; ours as a dot at the mean over seeds with a bar from the lowest to the highest
-    seed, the published value as a hollow diamond. Returns the matplotlib figure."""
+    down the side; ours as a dot at the mean over seeds with a bar over its 95% interval (or, without
+    per-example predictions, from the lowest to the highest seed), the published value as a hollow
+    diamond. Returns the matplotlib figure."""
     try:
         import matplotlib
     except ImportError:
@@ -378,7 +477,8 @@ def plot_table(collected, path):
         if drawn:
             y, x, low, high = zip(*drawn)
             axis.errorbar(x, y, xerr=[[m - lo for m, lo in zip(x, low)], [hi - m for m, hi in zip(x, high)]],
-                          fmt="o", color="tab:blue", ecolor="tab:blue", capsize=3, label="ours: mean, seed range")
+                          fmt="o", color="tab:blue", ecolor="tab:blue", capsize=3,
+                          label="ours: mean, 95% interval (or seed range)")
         paper = [(positions[label], value) for label, _, _, _, value in entries if value is not None]
         if paper:
             y, x = zip(*paper)
@@ -424,6 +524,10 @@ def parse_args(argv):
                              "runs of other models")
     parser.add_argument("--no-published", action="store_true",
                         help="leave out the papers' numbers (for runs of other models, e.g. scripts/mini_tables.sh)")
+    parser.add_argument("--compare", nargs="?", const="", default=None, metavar="BASELINE",
+                        help="also print each method minus BASELINE (a method of the table; default: the student "
+                             "fine-tuned alone, ft, in the one-to-one tables and KD in the LGTM table) with a paired "
+                             "bootstrap interval")
     parser.add_argument("--print-layout", action="store_true", help="print the run-folder template and exit")
     return parser.parse_args(argv)
 
@@ -473,15 +577,24 @@ def main(argv=None):
         for table in collected:
             plot_table(table, Path(args.plot) / f"{table['table']}.png")
             print(f"wrote {Path(args.plot) / table['table']}.png", file=sys.stderr)
+    markdown = {table["table"]: to_markdown(table) for table in collected}
+    if args.compare is not None:
+        for table in collected:
+            baseline = args.compare or DEFAULT_BASELINES[table["table"]]
+            comparison = compare_table(table, baseline)
+            if comparison is None:
+                print(f"warning: {table['table']} has no row {baseline!r} to compare with", file=sys.stderr)
+                continue
+            markdown[table["table"]] += "\n" + compare_markdown(table, comparison)
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         for table in collected:
-            (out / f"{table['table']}.md").write_text(to_markdown(table))
+            (out / f"{table['table']}.md").write_text(markdown[table["table"]])
             (out / f"{table['table']}.csv").write_text(to_csv(table))
             print(f"wrote {out / table['table']}.md and .csv")
     elif args.format == "markdown":
-        print("\n".join(to_markdown(table) for table in collected), end="")
+        print("\n".join(markdown.values()), end="")
     else:
         print("\n".join(to_csv(table) for table in collected), end="")
     return 0

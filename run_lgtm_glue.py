@@ -53,6 +53,7 @@ from utils.tasks.glue import (
     load_glue_dev_sets,
     load_glue_examples,
     load_prediction_sets,
+    write_evaluation,
     write_results,
 )
 from utils.tasks.glue_data import get_task
@@ -184,7 +185,7 @@ def train_online(args, command, runtime, task, student, teacher, tokenizer, coll
             best.value = metrics[task.main_metric]
             save_trained(student, tokenizer, args.output_dir, runtime)
             if runtime.is_main:
-                write_json(Path(args.output_dir) / "eval_results.json", dict(metrics, step=step))
+                write_evaluation(args.output_dir, task.name, metrics, step=step)
                 write_json(Path(args.output_dir) / "teacher_eval_results.json", dict(teacher_metrics, step=step))
         return {**metrics, **{f"teacher_{name}": value for name, value in teacher_metrics.items()}}
 
@@ -205,8 +206,8 @@ def main(argv=None):
     command = parse_args(argv)
     args = resolved_options(command, evaluate_during_training=command.do_eval)
     task = get_task(args.task_name)
+    check_data_files(args, task)  # before any work
     runtime, resume = start_run(args, command)
-    check_data_files(args, task)
 
     # Models and evaluation data
     tokenizer = load_tokenizer(args.model_name_or_path, what="student", cache_dir=args.cache_dir)
@@ -229,7 +230,7 @@ def main(argv=None):
     elif eval_sets:
         metrics = evaluate_model(student)
         if runtime.is_main:
-            write_json(Path(args.output_dir) / "eval_results.json", metrics)
+            write_evaluation(args.output_dir, task.name, metrics)
 
     # Test predictions (of the best student, when one was kept)
     if args.do_predict:

@@ -22,6 +22,7 @@ from utils.tasks.glue_data import (
     write_glue_submission,
 )
 from utils.tasks.metrics import glue_metrics
+from utils.tasks.predictions import Evaluation, prediction_set, write_eval_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +150,12 @@ def load_prediction_sets(args, task, tokenizer, teacher_tokenizer=None):
 
 
 def write_results(args, runtime, evaluate, forward, eval_sets, prediction_sets, collate_fn):
-    """After training: dev metrics to ``eval_results.json``; the GLUE server's test files."""
+    """After training: dev metrics to ``eval_results.json`` and the per-example predictions they
+    come from to ``eval_predictions.json``; the GLUE server's test files."""
     if eval_sets:
         metrics = evaluate()
         if runtime.is_main:
-            write_json(Path(args.output_dir) / "eval_results.json", metrics)
+            write_evaluation(args.output_dir, args.task_name, metrics)
             logger.info("dev results: %s", metrics)
     for task, test_sets in prediction_sets:
         write_test_predictions(forward, task, test_sets, collate_fn, args.per_device_eval_batch_size, runtime,
@@ -170,15 +172,26 @@ def split_suffix(task, split):
 
 
 def evaluate_splits(forward, task, eval_sets, collate_fn, batch_size, runtime):
-    """Official GLUE metrics of ``forward`` on each evaluation split, in one flat dict."""
-    results = {}
+    """Official GLUE metrics of ``forward`` on each evaluation split, in one flat dict: an
+    ``Evaluation``, which also holds each split's per-example predictions."""
+    results, sets = {}, {}
     for split, (features, labels) in eval_sets.items():
         logits = predict(forward, features, collate_fn, batch_size, runtime, desc=f"evaluating {split}")
         suffix = split_suffix(task, split)
-        metrics = glue_metrics(task.name, logits_to_predictions(logits, task), np.asarray(labels))
+        predictions = logits_to_predictions(logits, task)
+        metrics = glue_metrics(task.name, predictions, np.asarray(labels))
         results.update({name + suffix: value for name, value in metrics.items()})
         results["eval_samples" + suffix] = len(features)
-    return results
+        sets[suffix] = prediction_set(predictions, labels)
+    return Evaluation(results, sets)
+
+
+def write_evaluation(output_dir, task_name, metrics, **extra):
+    """``eval_results.json`` (``metrics`` and ``extra``) and, where ``metrics`` is an
+    ``Evaluation``, ``eval_predictions.json`` beside it."""
+    if isinstance(metrics, Evaluation):
+        write_eval_predictions(output_dir, task_name, metrics.sets)
+    write_json(Path(output_dir) / "eval_results.json", dict(metrics, **extra))
 
 
 def write_test_predictions(forward, task, test_sets, collate_fn, batch_size, runtime, output_dir):

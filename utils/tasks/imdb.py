@@ -25,6 +25,7 @@ from utils.engine.models import hub_dataset, max_input_length
 from utils.engine.runtime import write_json
 from utils.tasks.glue_data import read_records, read_text, record_columns
 from utils.tasks.metrics import accuracy
+from utils.tasks.predictions import Evaluation, prediction_set, write_eval_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def add_imdb_data_args(parser):
     group.add_argument("--truncation", choices=["head", "head_tail"], default="head",
                        help="keep the first tokens of a long review (head, as released) or its first "
                             "--head_tokens and last tokens (head_tail)")
-    group.add_argument("--head_tokens", type=bounded(int, at_least=1), default=128,
+    group.add_argument("--head_tokens", type=bounded(int, at_least=0), default=128,
                        help="with --truncation head_tail: tokens kept from the start, the rest from the end")
     add_flag(group, "--keep_br_tags",
              help="keep the reviews' <br /> tags as released (default: they become line breaks)")
@@ -298,13 +299,18 @@ def load_imdb_test_set(args, tokenizer, teacher_tokenizer=None):
 
 
 def evaluate_accuracy(forward, features, collate_fn, batch_size, runtime):
-    """``{"accuracy", "eval_samples"}`` of ``forward``'s arg-max class on the labelled ``features``."""
+    """``{"accuracy", "eval_samples"}`` of ``forward``'s arg-max class on the labelled ``features``,
+    with the per-review predictions (an ``Evaluation``)."""
     logits = predict(forward, features, collate_fn, batch_size, runtime, desc="evaluating test")
     labels = np.asarray([feature["labels"] for feature in features])
-    return {"accuracy": accuracy(logits.argmax(axis=-1), labels), "eval_samples": len(features)}
+    predictions = logits.argmax(axis=-1)
+    return Evaluation({"accuracy": accuracy(predictions, labels), "eval_samples": len(features)},
+                      {"": prediction_set(predictions, labels)})
 
 
 def write_eval_results(args, runtime, metrics):
+    """``eval_results.json`` and ``eval_predictions.json`` (the first process)."""
     if runtime.is_main:
+        write_eval_predictions(args.output_dir, "imdb", metrics.sets)
         write_json(Path(args.output_dir) / "eval_results.json", metrics)
         logger.info("test results: %s", metrics)

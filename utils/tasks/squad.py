@@ -24,8 +24,9 @@ from utils.engine.features import model_inputs
 from utils.engine.loop import predict
 from utils.engine.models import forward_arguments, max_input_length
 from utils.engine.runtime import write_json
+from utils.tasks.predictions import write_eval_predictions
 from utils.tasks.squad_data import HUB_DATASET, load_squad_split, squad_file, training_examples
-from utils.tasks.squad_metrics import gold_answers, squad_scores
+from utils.tasks.squad_metrics import exact_match, gold_answers, squad_scores, token_f1
 
 logger = logging.getLogger(__name__)
 
@@ -384,6 +385,7 @@ class Answers:
     metrics: dict
     predictions: dict
     nbest: dict
+    golds: dict  # id -> the gold answers of the scored questions
 
 
 def window_options(args):
@@ -421,7 +423,19 @@ def answer_questions(forward, eval_set, collate_fn, batch_size, runtime, args):
                                       n_best_size=args.n_best_size, max_answer_length=args.max_answer_length)
     golds = gold_answers(eval_set.examples)
     metrics = dict(squad_scores(predictions, golds), eval_samples=len(golds)) if golds else {}
-    return Answers(metrics, predictions, nbest)
+    return Answers(metrics, predictions, nbest, golds)
+
+
+def question_scores(predictions, golds):
+    """``eval_predictions.json``'s set of SQuAD: each scored question's id, answer and exact match
+    and F1 in percent (their means are ``squad_scores``); a question without an answer scores 0."""
+    ids = list(golds)
+    answers = [predictions.get(question_id, "") for question_id in ids]
+    return {"ids": ids, "predictions": answers,
+            "exact_match": [100.0 * max(exact_match(answer, gold) for gold in golds[question_id]) if
+                            question_id in predictions else 0.0 for question_id, answer in zip(ids, answers)],
+            "f1": [100.0 * max(token_f1(answer, gold) for gold in golds[question_id]) if
+                   question_id in predictions else 0.0 for question_id, answer in zip(ids, answers)]}
 
 
 def write_answers(args, answers):
@@ -430,6 +444,7 @@ def write_answers(args, answers):
     write_json(output_dir / "predictions.json", answers.predictions)
     write_json(output_dir / "nbest_predictions.json", answers.nbest)
     if answers.metrics:
+        write_eval_predictions(output_dir, "squad", {"": question_scores(answers.predictions, answers.golds)})
         write_json(output_dir / "eval_results.json", answers.metrics)
         logger.info("dev results: %s", answers.metrics)
     else:
