@@ -57,8 +57,8 @@ def parse_args(argv=None):
 def main(argv=None):
     command = parse_args(argv)
     args, task = resolved_options(command), get_task(command.task_name)
+    check_data_files(args, task)  # before any work
     runtime, resume = start_run(args, command)
-    check_data_files(args, task)
 
     tokenizer = load_tokenizer(args.tokenizer_name or args.model_name_or_path, cache_dir=args.cache_dir,
                                do_lower_case=args.do_lower_case)

@@ -71,8 +71,8 @@ def main(argv=None):
     command = parse_args(argv)
     args, task = resolved_options(command), get_task(command.task_name)
     loss_fn = loss_from_args(args, TASK_WEIGHT)
+    check_data_files(args, task)  # before any work
     runtime, resume = start_run(args, command)
-    check_data_files(args, task)
     loss_fn = across_processes(loss_fn, runtime)
 
     # Models and evaluation data

@@ -54,8 +54,8 @@ def parse_args(argv=None):
 @exit_on_user_error
 def main(argv=None):
     command = parse_args(argv)
+    check_data_files(command)  # before any work
     runtime, resume = start_run(resolved_options(command), command)
-    check_data_files(command)
 
     # Model, the run's options (--max_seq_length by default the most tokens the model reads) and evaluation data
     tokenizer = load_tokenizer(command.tokenizer_name or command.model_name_or_path, cache_dir=command.cache_dir,

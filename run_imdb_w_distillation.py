@@ -72,8 +72,8 @@ def parse_args(argv=None):
 def main(argv=None):
     command = parse_args(argv)
     loss_fn = loss_from_args(command, TASK_WEIGHT)  # checked before any work
+    check_data_files(command)  # before any work
     runtime, resume = start_run(resolved_options(command), command)
-    check_data_files(command)
     loss_fn = across_processes(loss_fn, runtime)
 
     # Models, the run's options (--max_seq_length by default the most tokens the models read) and evaluation data

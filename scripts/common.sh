@@ -16,6 +16,9 @@ REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COMPLETION_MARK=run_complete.json
 # the exit status of a run that a signal stopped after it saved a checkpoint (utils/engine/loop.py)
 STOPPED_STATUS=75
+# torchrun kills its processes this many seconds after passing a SIGTERM on (its default is 30):
+# time for them to reach their next step and write their checkpoint
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-240}
 PYTHON=${PYTHON:-python}
 SCRIPT_PATH=${SCRIPT_PATH:-$0}
 

@@ -160,21 +160,30 @@ def test_a_full_disk_is_one_line_and_harms_no_earlier_checkpoint(bert, glue_dir,
 
 def test_a_write_that_fails_for_want_of_space_leaves_no_partial_checkpoint(bert, glue_dir, tmp_path, monkeypatch,
                                                                            capsys):
-    """The same where the disk fills up during the write itself: torch's own words for it."""
-    saves = []
+    """The same where the disk fills up during the write itself: torch's own words for it, and
+    the free space gone; the same words with space left are another error, not a full disk."""
+    saves, full = [], []
     torch_save = checkpoints.torch.save
 
     def fill_up(state, path):
         saves.append(path)
         if len(saves) > 2:  # checkpoint-3's training state and RNG states are written; checkpoint-6's fail
+            full.append(True)
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 64")
         torch_save(state, path)
 
     monkeypatch.setattr(checkpoints.torch, "save", fill_up)
+    monkeypatch.setattr(checkpoints, "free_bytes", lambda folder: 4096 if full else 10**12)
     out = tmp_path / "run"
     error = refused_here(run_glue.main, glue_argv(bert, glue_dir, out), capsys)
-    assert f"no space left on the disk of {out} for checkpoint-6" in error
+    assert f"no space left on the disk of {out} for checkpoint-6" in error and "4.1 kB is free" in error
     assert sorted(path.name for path in out.iterdir()) == ["checkpoint-3", "run_args.json"]
+    saves.clear()
+    full.clear()
+    monkeypatch.setattr(checkpoints, "free_bytes", lambda folder: 10**12)
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        run_glue.main(glue_argv(bert, glue_dir, tmp_path / "other"))
+    assert not (tmp_path / "other" / ".checkpoint-6.partial").exists(), "a failed save leaves no partial folder"
 
 
 def test_a_disk_that_fills_up_elsewhere_is_one_line(bert, glue_dir, tmp_path, monkeypatch, capsys):
@@ -213,6 +222,7 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_previous_whole_one_resumed
     log = run_here(glue_argv(bert, glue_dir, out), caplog)
     assert "the latest checkpoint is damaged (checkpoint-6: " in log and "resuming from checkpoint-3" in log
     assert same_weights(out, uninterrupted)
+    assert (out / "damaged-checkpoint-6").is_dir(), "moved aside, so that no later save takes it for a checkpoint"
 
 
 def test_no_whole_checkpoint_or_a_damaged_one_asked_for_is_one_line(bert, glue_dir, killed_after_checkpoint_6,

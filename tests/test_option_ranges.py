@@ -66,7 +66,7 @@ OUT_OF_RANGE = [
     ("run_lgtm_glue.py", "--quiz_ratio", "1", "--quiz_ratio must be above 0 and below 1, got 1"),
     ("run_lgtm_glue.py", "--lgtm_r", "0", "--lgtm_r must be above 0, got 0"),
     ("run_glue.py", "--max_steps", "-5", "--max_steps must be -1 (train --num_train_epochs) or at least 1, got -5"),
-    ("run_glue.py", "--seed", "-3", "--seed must be between 0 and 4.29497e+09, got -3"),
+    ("run_glue.py", "--seed", "-3", "--seed must be between 0 and 4294967295, got -3"),
     ("run_squad_w_distillation.py", "--doc_stride", "0", "--doc_stride must be at least 1, got 0"),
     ("run_imdb.py", "--per_gpu_train_batch_size", "0",
      "--per_device_train_batch_size must be at least 1, got 0"),

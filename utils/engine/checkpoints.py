@@ -28,7 +28,8 @@ from utils.engine.errors import UserError
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-PARTIAL_PATTERN = re.compile(r"^\.checkpoint-\d+\.partial$")
+# a checkpoint, or a saved model (utils.engine.runtime.save_trained), still being written
+PARTIAL_PATTERN = re.compile(r"^\.(checkpoint-\d+|model)\.partial$")
 TRAINING_STATE = "training_state.pt"
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
@@ -70,10 +71,15 @@ def free_bytes(folder):
     return shutil.disk_usage(existing).free
 
 
-def _is_disk_full(error):
+def _is_disk_full(error, folder, needed):
+    """Whether a failed write ran out of space: its errno or message says so, or torch's words for
+    a failed write ("unexpected pos", "file write failed") with less free space than it needed."""
     text = str(error)
-    return (getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text
-            or "Disk quota exceeded" in text or "unexpected pos" in text or "file write failed" in text)
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text:
+        return True
+    if "Disk quota exceeded" in text:
+        return True
+    return ("unexpected pos" in text or "file write failed" in text) and free_bytes(folder) < needed
 
 
 @contextlib.contextmanager
@@ -90,7 +96,7 @@ def disk_full_explained(folder, what, needed, cleanup=None):
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
         if isinstance(error, (OSError, RuntimeError)) or type(error).__name__ == "SafetensorError":
-            if _is_disk_full(error):
+            if _is_disk_full(error, folder, needed + margin):
                 raise DiskFull(folder, what, needed + margin, free_bytes(folder)) from error
         raise
 
@@ -103,20 +109,24 @@ def file_digest(path):
     return digest.hexdigest()
 
 
-def write_manifest(folder):
-    """``manifest.json``: every file of ``folder`` with its size and SHA-256, written last."""
+def write_manifest(folder, world_size=1):
+    """``manifest.json``: every file of ``folder`` with its size and SHA-256, written last; the RNG
+    states of all ``world_size`` processes must be there."""
+    missing = [f"rng_state_{rank}.pt" for rank in range(world_size) if not (Path(folder) / f"rng_state_{rank}.pt").is_file()]
+    if missing:
+        raise RuntimeError(f"checkpoint {folder}: no {', '.join(missing)} after every process saved its RNG states")
     files = {path.name: {"bytes": path.stat().st_size, "sha256": file_digest(path)}
              for path in sorted(Path(folder).iterdir()) if path.is_file() and path.name != MANIFEST}
     (Path(folder) / MANIFEST).write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
 
 
-def verify_checkpoint(checkpoint, rank=0):
-    """None when ``checkpoint`` is whole for process ``rank``, else why not (one phrase): its
-    manifest's files all there, of their sizes and hashes; the weights, the training state and
-    the process's RNG states among them. A checkpoint of a version without manifests is checked
-    for those three files."""
+def verify_checkpoint(checkpoint, ranks=(0,)):
+    """None when ``checkpoint`` is whole for the processes ``ranks``, else why not (one phrase):
+    its manifest's files all there, of their sizes and hashes; the weights, the training state and
+    those processes' RNG states among them. A checkpoint of a version without manifests is checked
+    for those files."""
     checkpoint = Path(checkpoint)
-    needed = (WEIGHTS, TRAINING_STATE, f"rng_state_{rank}.pt")
+    needed = (WEIGHTS, TRAINING_STATE, *(f"rng_state_{rank}.pt" for rank in ranks))
     manifest = checkpoint / MANIFEST
     if not manifest.is_file():
         missing = [name for name in needed
@@ -124,18 +134,20 @@ def verify_checkpoint(checkpoint, rank=0):
         return f"{', '.join(missing)} missing or empty" if missing else None
     try:
         files = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError, TypeError):
+        expected = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
         return f"its {MANIFEST} is damaged"
-    lacking = [name for name in needed if name not in files]
+    lacking = [name for name in needed if name not in expected]
     if lacking:
-        return f"it has no {', '.join(lacking)}"
-    for name, expected in files.items():
+        fewer = all(name.startswith("rng_state_") for name in lacking)
+        return f"it has no {', '.join(lacking)}" + (" (written by fewer processes than this run has)" if fewer else "")
+    for name, (size, digest) in expected.items():
         path = checkpoint / name
         if not path.is_file():
             return f"{name} is missing"
-        if path.stat().st_size != expected["bytes"]:
-            return f"{name} has {path.stat().st_size} bytes, not {expected['bytes']}"
-        if file_digest(path) != expected["sha256"]:
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, not {size}"
+        if file_digest(path) != digest:
             return f"{name} does not match its hash"
     return None
 
@@ -207,7 +219,7 @@ def save_checkpoint(output_dir, position, model, tokenizer, components, runtime,
     runtime.barrier()
     if runtime.is_main:
         with disk_full_explained(output_dir, what, 2**16, cleanup=partial):
-            write_manifest(partial)
+            write_manifest(partial, runtime.world_size)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         if save_total_limit and save_total_limit > 0:
@@ -222,7 +234,7 @@ def load_checkpoint(checkpoint, model, components, runtime):
     is a UserError naming it); return the ``Position`` to continue from."""
     from safetensors.torch import load_file
 
-    problem = verify_checkpoint(checkpoint, runtime.rank)
+    problem = verify_checkpoint(checkpoint, (runtime.rank,))
     if problem is not None:
         raise UserError(f"checkpoint {checkpoint} is damaged ({problem}): resume from another one "
                         "(--resume_from_checkpoint), or pass --overwrite_output_dir to start again")

@@ -37,9 +37,9 @@ def bounded(kind, *, at_least=None, above=None, at_most=None, below=None, sentin
     if [(bound, words) for bound, words, _ in given] == [(0, "at least")]:
         wanted = "must not be negative"
     elif len(given) == 2 and given[0][1] == "at least" and given[1][1] == "at most":
-        wanted = f"must be between {given[0][0]:g} and {given[1][0]:g}"
+        wanted = f"must be between {given[0][0]} and {given[1][0]}"
     else:
-        wanted = "must be " + " and ".join(f"{words} {bound:g}" for bound, words, _ in given)
+        wanted = "must be " + " and ".join(f"{words} {bound}" for bound, words, _ in given)
     if sentinel is not None:
         wanted = f"must be {sentinel[0]} ({sentinel[1]}) or " + wanted[len("must be "):]
 

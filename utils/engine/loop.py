@@ -39,6 +39,13 @@ STOPPED_EXIT_STATUS = 75
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
+def ignore_stop_signals(worker_id):
+    """A data-loading worker leaves SIGTERM and SIGUSR1 (sent to every process of a preempted job)
+    to the training process, which stops at its next step."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+
+
 class StopSignals:
     """SIGTERM (sent before preemption and at a time limit) and SIGUSR1 (Slurm's ``--signal``) ask
     the run to stop: while training, their handlers only note the request, and the loop saves a
@@ -317,7 +324,7 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
             # whose state (dropout, sub-teacher masks) checkpoints restore exactly.
             loader = DataLoader(train_dataset, batch_sampler=plan[position.batches_done:], collate_fn=collate_fn,
                                 num_workers=args.dataloader_num_workers, pin_memory=runtime.device.type == "cuda",
-                                generator=torch.Generator())
+                                generator=torch.Generator(), worker_init_fn=ignore_stop_signals)
             for batch_index, batch in enumerate(loader, start=position.batches_done):
                 batch = move_to_device(batch, runtime.device)
                 updates = (batch_index + 1) % accumulation == 0 or batch_index + 1 == len(plan)
@@ -337,13 +344,13 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
                     position.epoch, position.batches_done = position.epoch + 1, 0
 
                 step = position.global_step
-                stopping = stop.requested(runtime) if step < total_steps else None
+                stopping = stop.requested(runtime)
                 log.step(step, flush=stopping is not None)
                 if evaluate is not None and args.evaluate_during_training and step % args.eval_steps == 0:
                     log.evaluation(step, evaluate(step))
                     model.train()
                 saves = args.save_steps and args.save_steps > 0 and step % args.save_steps == 0
-                if (saves or stopping) and step < total_steps:
+                if (saves and step < total_steps) or stopping:  # on the last step too: the rest resumes
                     save_checkpoint(checkpoint_dir(args), position, model, tokenizer, components, runtime,
                                     args.save_total_limit)
                 if stopping:

@@ -69,6 +69,14 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
+    def same_as_first(self, value):
+        """``value`` as the first process has it (a picklable object), on every process."""
+        if not self.distributed:
+            return value
+        shared = [value]
+        dist.broadcast_object_list(shared, src=0)
+        return shared[0]
+
 
 def setup_runtime(args):
     """Pick the device, join the process group under torchrun, set up logging and precision."""
@@ -112,7 +120,8 @@ def start_run(args, command):
     checkpoint to resume from or None)``."""
     runtime = setup_runtime(args)
     check_writable(args)
-    lock_output_dir(Path(args.output_dir), runtime)
+    for folder in dict.fromkeys([Path(args.output_dir), checkpoint_dir(args)]):  # --output_dir_intermed too
+        lock_output_dir(folder, runtime)
     resume = prepare_output_dir(args, command, runtime) if args.do_train else None
     if runtime.is_main:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -141,6 +150,8 @@ RUN_ARGS = "run_args.json"
 RESULT_SUFFIXES = ("results.json", "predictions.json")
 # the lock of the run that writes the folder (lock_output_dir)
 LOCK_FILE = ".run.lock"
+# where save_trained writes the model before moving it into the output folder
+MODEL_PARTIAL = ".model.partial"
 # what a start writes before its first checkpoint (and a checkpoint still being written when the
 # run was killed): a folder holding only these is not a run yet
 FAILED_START_FILES = {RUN_ARGS, "runs", "teacher_cache", LOCK_FILE}
@@ -305,7 +316,7 @@ def prepare_output_dir(args, command, runtime):
         if not (resume / TRAINING_STATE).is_file():
             raise UserError(f"--resume_from_checkpoint {resume}: not a checkpoint folder "
                             f"(no {TRAINING_STATE} in it)")
-        problem = verify_checkpoint(resume, runtime.rank)
+        problem = verify_checkpoint(resume, range(runtime.world_size))
         if problem is not None:
             raise UserError(f"--resume_from_checkpoint {resume}: the checkpoint is damaged ({problem})")
         check_resumed_command(args, command, resume, runtime)
@@ -329,7 +340,8 @@ def prepare_output_dir(args, command, runtime):
             raise UserError(f"output directory {output_dir} holds a finished run ({COMPLETION_MARK}); pass "
                             "--overwrite_output_dir to train again there, or choose another --output_dir")
         elif checkpoints:
-            resume = whole_checkpoint(checkpoints, runtime)
+            # every process resumes from the checkpoint the first one chose
+            resume = runtime.same_as_first(whole_checkpoint(checkpoints, runtime) if runtime.is_main else None)
             check_resumed_command(args, command, resume, runtime)
             logger.info("resuming the interrupted run in %s from %s", work_dir, resume.name)
         elif _failed_start(output_dir) and _failed_start(work_dir):
@@ -347,16 +359,21 @@ def prepare_output_dir(args, command, runtime):
 
 
 def whole_checkpoint(checkpoints, runtime):
-    """The newest of ``checkpoints`` (oldest first) that ``verify_checkpoint`` finds whole; each
-    damaged one after it is named in a warning. None whole: a UserError listing them."""
+    """The newest of ``checkpoints`` (oldest first) that ``verify_checkpoint`` finds whole for
+    every process of the run; each damaged one after it is named in a warning and moved aside to
+    ``damaged-checkpoint-N`` (so that no later save or pruning takes it for a checkpoint). None
+    whole: a UserError listing them."""
     damaged = []
     for checkpoint in reversed(checkpoints):
-        problem = verify_checkpoint(checkpoint, runtime.rank)
+        problem = verify_checkpoint(checkpoint, range(runtime.world_size))
         if problem is None:
             if damaged:
-                logger.warning("the latest checkpoint%s %s damaged (%s): resuming from %s, the newest whole one",
-                               "s" if len(damaged) > 1 else "", "are" if len(damaged) > 1 else "is",
-                               "; ".join(f"{path.name}: {why}" for path, why in damaged), checkpoint.name)
+                logger.warning("the latest checkpoint%s %s damaged (%s): resuming from %s, the newest whole one; "
+                               "moved aside to %s", "s" if len(damaged) > 1 else "", "are" if len(damaged) > 1 else "is",
+                               "; ".join(f"{path.name}: {why}" for path, why in damaged), checkpoint.name,
+                               ", ".join(f"damaged-{path.name}" for path, _ in damaged))
+                for path, _ in damaged:
+                    os.replace(path, path.with_name(f"damaged-{path.name}"))
             return checkpoint
         damaged.append((checkpoint, problem))
     raise UserError(f"no checkpoint of the interrupted run in {checkpoints[0].parent} is whole ("
@@ -369,9 +386,16 @@ def save_trained(model, tokenizer, output_dir, runtime, what="model", result=Non
     with a ``TrainResult``, log where it went and the mean training loss."""
     if not runtime.is_main:
         return
-    with disk_full_explained(output_dir, f"the {what}", tensor_bytes(model.state_dict())):
-        model.save_pretrained(output_dir)
-        tokenizer.save_pretrained(output_dir)
+    output_dir = Path(output_dir)
+    partial = output_dir / MODEL_PARTIAL
+    shutil.rmtree(partial, ignore_errors=True)
+    # written apart and moved in file by file when whole: a failed save leaves the model before it
+    with disk_full_explained(output_dir, f"the {what}", tensor_bytes(model.state_dict()), cleanup=partial):
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    for path in sorted(partial.iterdir()):
+        os.replace(path, output_dir / path.name)
+    partial.rmdir()
     if result is not None:
         logger.info("saved the %s to %s (train loss %.4f)", what, output_dir, result.train_loss)
 
