@@ -23,9 +23,12 @@ read (a finished run whose eval_results.json is empty, truncated, not a JSON obj
 metric that is not a number) is named on stderr, file and why, and its cell counts it as failed;
 folders under the root that belong to no table are listed there too.
 
-``--plot DIR`` draws each table (matplotlib): one panel per task, each method's mean over its
-seeds with the spread (the smallest to the largest seed) as an error bar and the published value
-as a marker.
+Every cell whose finished seeds wrote their per-example dev predictions (eval_predictions.json)
+shows its 95% bootstrap interval; ``--compare [BASELINE]`` adds each method minus a baseline with
+a paired bootstrap interval (give the results root before it). ``--plot DIR`` draws each table
+(matplotlib): one panel per task, each method's mean over its seeds with its 95% interval (or,
+without predictions, the spread from the smallest to the largest seed) as an error bar and the
+published value as a marker.
 """
 
 import argparse
@@ -121,7 +124,9 @@ TABLES = {
 
 # what --compare subtracts by default: the student fine-tuned alone; the LGTM table has none, and
 # its paper's baseline is KD
-DEFAULT_BASELINES = {"one_to_one_glue": "ft", "one_to_one_squad": "ft", "one_to_one_imdb": "ft", "lgtm_glue": "kd"}
+# (the SQuAD and IMDB tables have no ft row: their student without a teacher is the task-only run)
+DEFAULT_BASELINES = {"one_to_one_glue": "ft", "one_to_one_squad": "task", "one_to_one_imdb": "task",
+                     "lgtm_glue": "kd"}
 
 
 def run_dir(root, table, task, method, seed):
@@ -173,13 +178,15 @@ def predictions_of(paths, found, metric, problems):
             continue
         file = path / EVAL_PREDICTIONS
         if not file.is_file():
+            problems.append((file, None))  # a run of an older version: counted in one note
             return None
         try:
             sets = read_eval_predictions(file)
             suffix = "_mm" if metric.endswith("_mm") else ""
             sets[suffix]  # noqa: B018 -- the set of this metric must be there
         except (OSError, ValueError, KeyError) as error:
-            problems.append((file, f"not readable for the intervals ({type(error).__name__}: {error})"))
+            problems.append((file, f"not readable for the intervals ({type(error).__name__}: {error}); the cell "
+                                   "has no interval"))
             return None
         runs.append(sets)
     return runs or None
@@ -203,7 +210,10 @@ def compare_table(collected, baseline):
                 continue
             cell, base = cells[(task, metric)], base_cells[(task, metric)]
             if cell.runs and base.runs:
-                difference, low, high = paired_interval(cell.runs, base.runs, metric)
+                try:
+                    difference, low, high = paired_interval(cell.runs, base.runs, metric)
+                except ValueError:  # not the same dev examples: no paired difference
+                    continue
                 differences[(task, metric)] = tuple(cell.scale * value for value in (difference, low, high))
         rows.append((label, differences))
     return {"rows": rows, "baseline": base_label}
@@ -276,13 +286,18 @@ class Cell:
     def __init__(self, values, statuses, runs=None, metric=None, scale=100.0):
         self.values, self.statuses = values, statuses
         self.runs, self.metric, self.scale = runs, metric, scale
-        self._interval = None
+        self._interval, self.problem = None, None
 
     @property
     def interval(self):
-        """``(low, high)`` in the cell's unit, or None without predictions for every finished seed."""
+        """``(low, high)`` in the cell's unit, or None without predictions for every finished seed
+        (or when the seeds predicted different dev examples, which ``problem`` then says)."""
         if self._interval is None and self.runs:
-            low, high = bootstrap_interval(self.runs, self.metric)
+            try:
+                low, high = bootstrap_interval(self.runs, self.metric)
+            except ValueError as error:
+                self.problem, self.runs = str(error), None
+                return None
             self._interval = (self.scale * low, self.scale * high)
         return self._interval
 
@@ -403,7 +418,8 @@ def to_markdown(collected):
 
 
 def to_csv(collected):
-    """One row per method (and published / difference rows); per column its mean, std and runs."""
+    """One row per method (and published / difference rows); per column its mean, std, runs and
+    95% interval (``95% low``, ``95% high``)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     header = ["table", "method"]
@@ -567,7 +583,13 @@ def main(argv=None):
     for table in collected:
         table["rows"] = [(_renamed(label, renames), *rest) for label, *rest in table["rows"]]
         for path, why in dict.fromkeys(table["problems"]):
-            print(f"warning: {path}: {why} (counted as failed)", file=sys.stderr)
+            if why is not None:
+                counted = "" if path.name == EVAL_PREDICTIONS else " (counted as failed)"
+                print(f"warning: {path}: {why}{counted}", file=sys.stderr)
+        unpredicted = {path for path, why in table["problems"] if why is None}
+        if unpredicted:
+            print(f"note: {table['table']}: {len(unpredicted)} finished run(s) wrote no {EVAL_PREDICTIONS} (an older "
+                  "version's): their cells have no interval", file=sys.stderr)
     stray = stray_folders(root)
     if stray:
         print(f"note: {len(stray)} folder(s) under {root} belong to no table: "
@@ -578,6 +600,20 @@ def main(argv=None):
             plot_table(table, Path(args.plot) / f"{table['table']}.png")
             print(f"wrote {Path(args.plot) / table['table']}.png", file=sys.stderr)
     markdown = {table["table"]: to_markdown(table) for table in collected}
+    for table in collected:
+        for _, cells, kind, _ in table["rows"]:
+            for cell in cells.values():
+                if isinstance(cell, Cell) and cell.problem:
+                    print(f"warning: {table['table']}: a cell has no interval: {cell.problem}", file=sys.stderr)
+    if args.compare:
+        known = {method for table in collected for method in TABLES[table["table"]][2]}
+        if args.compare not in known:
+            print(f"error: --compare {args.compare}: no such method (choose from {', '.join(sorted(known))})",
+                  file=sys.stderr)
+            return 1
+    if args.compare is not None and args.format == "csv" and not args.output_dir:
+        print("note: --compare: the differences are printed with the Markdown tables (--format markdown)",
+              file=sys.stderr)
     if args.compare is not None:
         for table in collected:
             baseline = args.compare or DEFAULT_BASELINES[table["table"]]

@@ -8,14 +8,15 @@ five seeds, with tiny models of random weights and a small WordPiece vocabulary:
 
 - a BERT teacher (2 layers, width 64) is fine-tuned with ``run_glue.py`` on 2048 training
   sentences;
-- a DistilBERT student (1 layer, width 64) is fine-tuned alone with ``run_glue.py`` on the first
-  256 of them (the baseline);
+- a DistilBERT student (1 layer, width 64) is trained alone on the first 256 of them with
+  ``run_glue_w_distillation.py`` and the task loss only (weight 0.5, every distillation weight 0:
+  the tables' ``task`` row), the baseline;
 - the same student is distilled from the teacher with ``run_glue_w_distillation.py`` on the same
   256 sentences, with the paper's loss weights (its README's command: task loss 0.5,
   cross-correlation 0.005 with the sub-teacher mask, no logit KD).
 
-Both students get the same options (epochs, batch, learning rate, warm-up, seed); they differ only
-in the distillation terms. With few labelled sentences the student alone barely learns the
+Both students get the same command but for the cross-correlation's weight and the mask (epochs,
+batch, learning rate, warm-up, seed, the task loss's weight all the same). With few labelled sentences the student alone barely learns the
 negation; the teacher's hidden states carry it. The dev accuracies (512 sentences) of every seed
 go to ``<output_dir>/summary.json`` and are printed with the mean gain of distillation and its
 range over the seeds. The README's "Results: the tables in miniature" has the methods on a real
@@ -33,12 +34,14 @@ import run_glue
 import run_glue_w_distillation
 from utils.miniature.synthetic_glue import review_words, write_negation_sst2
 from utils.miniature.tiny_models import make_tiny_bert, make_tiny_distilbert
+from utils.tasks.predictions import EVAL_PREDICTIONS, paired_interval, read_eval_predictions
 
 SEEDS = (1, 2, 3, 4, 5)
 RUNS = ("teacher", "student_alone", "student_distilled")
-# the one-to-one paper's README command: what the student distilled gets besides the student alone's options
-PAPER_LOSS = ["--alpha_ce", "0", "--alpha_glue", "0.5", "--alpha_corr", "0.005", "--alpha_mse", "0", "--alpha_cos",
-              "0", "--do_mask", "True"]
+# the one-to-one paper's README command's loss; the student alone has the task term alone
+TASK_LOSS = ["--alpha_ce", "0", "--alpha_glue", "0.5", "--alpha_mse", "0", "--alpha_cos", "0"]
+PAPER_LOSS = [*TASK_LOSS, "--alpha_corr", "0.005", "--do_mask", "True"]
+ALONE_LOSS = [*TASK_LOSS, "--alpha_corr", "0", "--do_mask", "False"]
 
 
 def run_seed(output_dir, glue_dir, seed, *, num_student_train, teacher_epochs, student_epochs, quiet):
@@ -58,11 +61,10 @@ def run_seed(output_dir, glue_dir, seed, *, num_student_train, teacher_epochs, s
         run_glue.main(["--model_name_or_path", str(teacher_init), "--do_train", "--per_device_train_batch_size",
                        "32", "--num_train_epochs", str(teacher_epochs), "--output_dir", str(output_dir / "teacher"),
                        *common])
-        run_glue.main(["--model_name_or_path", str(student_init), "--do_train", "--output_dir",
-                       str(output_dir / "student_alone"), *student])
-        run_glue_w_distillation.main(["--teacher_model_name_or_path", str(output_dir / "teacher"),
-                                      "--student_model_name_or_path", str(student_init), "--output_dir",
-                                      str(output_dir / "student_distilled"), *PAPER_LOSS, *student])
+        for name, loss in (("student_alone", ALONE_LOSS), ("student_distilled", PAPER_LOSS)):
+            run_glue_w_distillation.main(["--teacher_model_name_or_path", str(output_dir / "teacher"),
+                                          "--student_model_name_or_path", str(student_init), "--output_dir",
+                                          str(output_dir / name), *loss, *student])
     finally:
         shutil.rmtree(models)
     return {name: json.loads((output_dir / name / "eval_results.json").read_text())["accuracy"] for name in RUNS}
@@ -87,14 +89,28 @@ def run_demo(output_dir, seeds=SEEDS, num_teacher_train=2048, num_student_train=
     return summary
 
 
-def report(summary):
-    """The lines ``main`` prints: each seed's three accuracies, then the mean gain and its range."""
-    lines = ["dev accuracy on the synthetic negation task (512 sentences, SST-2 format):",
-             f"  {'seed':>4}  {'teacher':>8}  {'student alone':>13}  {'distilled':>9}  {'gain':>6}"]
+def gain_intervals(output_dir, seeds):
+    """Each seed's 95% paired bootstrap interval of the distilled student's accuracy minus the
+    student alone's, on the same dev sentences (their ``eval_predictions.json``)."""
+    intervals = []
+    for seed in seeds:
+        alone, distilled = (read_eval_predictions(Path(output_dir) / f"seed{seed}" / name / EVAL_PREDICTIONS)
+                            for name in ("student_alone", "student_distilled"))
+        intervals.append(paired_interval([distilled], [alone], "accuracy")[1:])
+    return intervals
+
+
+def report(summary, intervals=None):
+    """The lines ``main`` prints: each seed's three accuracies and the gain (with its paired 95%
+    interval where given), then the mean gain and its range."""
+    lines = ["dev accuracy on the synthetic negation task (SST-2 format):",
+             f"  {'seed':>4}  {'teacher':>8}  {'student alone':>13}  {'distilled':>9}  {'gain':>6}"
+             + ("  (95% paired interval)" if intervals else "")]
     gains = [distilled - alone for alone, distilled in zip(summary["alone"], summary["distilled"])]
-    for seed, teacher, alone, distilled, gain in zip(summary["seeds"], summary["teacher"], summary["alone"],
-                                                     summary["distilled"], gains):
-        lines.append(f"  {seed:>4}  {teacher:>8.3f}  {alone:>13.3f}  {distilled:>9.3f}  {gain:>+6.3f}")
+    for index, (seed, teacher, alone, distilled, gain) in enumerate(zip(
+            summary["seeds"], summary["teacher"], summary["alone"], summary["distilled"], gains)):
+        interval = f"  ({intervals[index][0]:+.3f}, {intervals[index][1]:+.3f})" if intervals else ""
+        lines.append(f"  {seed:>4}  {teacher:>8.3f}  {alone:>13.3f}  {distilled:>9.3f}  {gain:>+6.3f}{interval}")
     lines.append(f"distillation (the paper's loss) minus the student alone: mean {statistics.fmean(gains):+.3f}, "
                  f"from {min(gains):+.3f} to {max(gains):+.3f} over {len(gains)} seeds")
     return lines
@@ -105,7 +121,7 @@ def main(argv=None):
     parser.add_argument("--output_dir", default="demo_output")
     args = parser.parse_args(argv)
     summary = run_demo(args.output_dir)
-    print("\n" + "\n".join(report(summary)))
+    print("\n" + "\n".join(report(summary, gain_intervals(args.output_dir, summary["seeds"]))))
     print(f"per seed: {args.output_dir}/seed<k>/" + "{" + ",".join(RUNS) + "}; "
           f"the accuracies: {args.output_dir}/summary.json")
 

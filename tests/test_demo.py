@@ -4,7 +4,7 @@ import collections
 import json
 import random
 
-from demo import RUNS, report, run_demo
+from demo import RUNS, gain_intervals, report, run_demo
 from utils.miniature.synthetic_glue import NEGATIONS, NEGATIVE_WORDS, POSITIVE_WORDS, negation_review, review_words
 
 
@@ -19,10 +19,12 @@ def test_demo_runs_a_teacher_a_student_alone_and_a_distilled_student_per_seed(tm
             assert json.loads((tmp_path / f"seed{seed}" / name / "eval_results.json").read_text())["eval_samples"] == 32
     distilled_args = json.loads((tmp_path / "seed1" / "student_distilled" / "run_args.json").read_text())
     alone_args = json.loads((tmp_path / "seed1" / "student_alone" / "run_args.json").read_text())
-    shared = {"learning_rate", "num_train_epochs", "per_device_train_batch_size", "max_train_samples", "seed",
-              "warmup_ratio"}
-    assert {key: distilled_args[key] for key in shared} == {key: alone_args[key] for key in shared}
-    assert (distilled_args["alpha_corr"], distilled_args["do_mask"], distilled_args["alpha_ce"]) == (0.005, True, 0.0)
+    differing = {key for key in distilled_args if distilled_args[key] != alone_args.get(key)}
+    assert differing == {"alpha_corr", "do_mask", "output_dir"}, "the same command but the distillation terms"
+    assert (distilled_args["alpha_corr"], distilled_args["do_mask"], alone_args["alpha_corr"]) == (0.005, True, 0.0)
+    intervals = gain_intervals(tmp_path, summary["seeds"])
+    for (low, high), alone, distilled in zip(intervals, summary["alone"], summary["distilled"]):
+        assert low <= distilled - alone <= high
 
 
 def test_the_report_gives_each_seed_and_the_mean_gain_with_its_range():

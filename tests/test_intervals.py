@@ -126,3 +126,36 @@ def test_the_tables_show_intervals_and_the_differences_to_the_baseline(tmp_path,
     assert len(drawn) == 3
     for label, low, high in drawn:
         assert (low, high) == cells[label][("rte", "accuracy")].interval, "the figure draws the intervals"
+
+
+def test_seeds_that_predicted_other_dev_examples_get_no_interval_and_the_report_goes_on(tmp_path, capsys):
+    generator = np.random.default_rng(8)
+    root = tmp_path / "results"
+    for seed, n in ((1, 100), (2, 90)):
+        labels = generator.integers(0, 2, n)
+        write_run(root / f"one_to_one_glue/rte/ft/seed{seed}", labels, labels)
+        write_run(root / f"one_to_one_glue/rte/corr/seed{seed}", labels, labels)
+    assert collect_results.main([str(root), "--tasks", "rte", "--compare"]) == 0
+    captured = capsys.readouterr()
+    assert "a cell has no interval: the runs predicted different dev examples (90 and 100)" in captured.err
+    assert "| DistilBERT + correlation | n/a |" in captured.out
+    assert collect_results.main([str(root), "--compare", "nosuch"]) == 1
+    assert "--compare nosuch: no such method" in capsys.readouterr().err
+
+
+def test_a_script_writes_the_predictions_its_metrics_come_from(glue_dir, tmp_path):
+    import run_glue
+    from tests.conftest import run_main
+    from utils.miniature.tiny_models import make_tiny_bert
+
+    out = tmp_path / "run"
+    argv = ["--model_name_or_path", str(make_tiny_bert(tmp_path / "bert")), "--task_name", "mrpc", "--data_dir",
+            str(glue_dir / "MRPC"), "--do_train", "--max_steps", "2", "--output_dir", str(out), "--disable_tqdm",
+            "--report_to", "none"]
+    assert run_main(run_glue.main, argv) == 0
+    results = json.loads((out / "eval_results.json").read_text())
+    sets = json.loads((out / EVAL_PREDICTIONS).read_text())["sets"]
+    assert len(sets[""]["predictions"]) == len(sets[""]["labels"]) == results["eval_samples"]
+    assert sets[""]["ids"] == list(range(results["eval_samples"]))
+    for metric in ("accuracy", "f1"):
+        assert point_value([sets], metric) == pytest.approx(results[metric], abs=1e-12)

@@ -433,7 +433,7 @@ def test_collect_results_says_what_it_cannot_read_and_still_prints_every_table(r
     for seed, why in ((4, "empty"), (5, "not valid JSON"), (6, "a JSON list, not an object"),
                       (7, "accuracy is '0.7', not a number"), (8, "the run finished (run_complete.json) but wrote no results")):
         assert any(f"rte/kd/seed{seed}/eval_results.json: {why}" in line for line in warnings), (seed, warnings)
-    note = next(line for line in captured.err.splitlines() if line.startswith("note: "))
+    note = next(line for line in captured.err.splitlines() if line.startswith("note: ") and "belong to no table" in line)
     assert note.startswith("note: 4 folder(s)") and all(
         name in note for name in ("lgtm_glue/rte/kd/backup", "lgtm_glue/rtee", "lgtm_glue/rte/distil", "old_runs"))
     collected = collect_results.collect_table(results_tree, "lgtm_glue", tasks=["rte"], seeds=[4, 5, 6, 7, 8])

@@ -93,11 +93,14 @@ def disk_full_explained(folder, what, needed, cleanup=None):
     try:
         yield
     except Exception as error:
+        # whether the disk is full is measured before the partial folder is removed
+        full = ((isinstance(error, (OSError, RuntimeError)) or type(error).__name__ == "SafetensorError")
+                and _is_disk_full(error, folder, needed + margin))
+        free = free_bytes(folder) if full else None
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
-        if isinstance(error, (OSError, RuntimeError)) or type(error).__name__ == "SafetensorError":
-            if _is_disk_full(error, folder, needed + margin):
-                raise DiskFull(folder, what, needed + margin, free_bytes(folder)) from error
+        if full:
+            raise DiskFull(folder, what, needed + margin, free) from error
         raise
 
 

@@ -120,8 +120,8 @@ def start_run(args, command):
     checkpoint to resume from or None)``."""
     runtime = setup_runtime(args)
     check_writable(args)
-    for folder in dict.fromkeys([Path(args.output_dir), checkpoint_dir(args)]):  # --output_dir_intermed too
-        lock_output_dir(folder, runtime)
+    for folder in dict.fromkeys(Path(path).resolve() for path in (args.output_dir, checkpoint_dir(args))):
+        lock_output_dir(folder, runtime)  # --output_dir_intermed too, once when it is the same folder
     resume = prepare_output_dir(args, command, runtime) if args.do_train else None
     if runtime.is_main:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -373,7 +373,10 @@ def whole_checkpoint(checkpoints, runtime):
                                "; ".join(f"{path.name}: {why}" for path, why in damaged), checkpoint.name,
                                ", ".join(f"damaged-{path.name}" for path, _ in damaged))
                 for path, _ in damaged:
-                    os.replace(path, path.with_name(f"damaged-{path.name}"))
+                    aside = path.with_name(f"damaged-{path.name}")
+                    while aside.exists():
+                        aside = aside.with_name(aside.name + "-again")
+                    os.replace(path, aside)
             return checkpoint
         damaged.append((checkpoint, problem))
     raise UserError(f"no checkpoint of the interrupted run in {checkpoints[0].parent} is whole ("

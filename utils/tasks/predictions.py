@@ -118,24 +118,32 @@ def metric_arrays(prediction_sets, metric):
     return np.asarray(entry["predictions"]), np.asarray(entry["labels"]), METRICS[base]
 
 
+CHUNK = 200  # replicates gathered at a time: QQP's 40k dev pairs x 200 stay near 65 MB
+
+
 def _replicate_values(runs, metric, rows, seed_draws):
     """(R,) the metric on each replicate: the mean over the replicate's seeds (``seed_draws``,
     (R, k) indices into ``runs``) of the metric of those runs on the replicate's ``rows`` (R, n)."""
     per_run = []
     for prediction_sets in runs:
         predictions, labels, function = metric_arrays(prediction_sets, metric)
-        per_run.append(function(predictions[rows], labels[rows]))
+        per_run.append(np.concatenate([function(predictions[chunk], labels[chunk])
+                                       for chunk in np.array_split(rows, max(1, len(rows) // CHUNK))]))
     per_run = np.stack(per_run)  # (k, R)
     return np.take_along_axis(per_run.T, seed_draws, axis=1).mean(axis=1)
 
 
 def _rows(runs, metric, replicates, generator):
-    """(R, n) resampled dev rows, the same for every run; the runs must hold the same dev set."""
-    sizes = {len(metric_arrays(prediction_sets, metric)[0]) for prediction_sets in runs}
-    if len(sizes) != 1:
-        raise ValueError(f"the runs predicted dev sets of different sizes: {sorted(sizes)}")
-    n = sizes.pop()
-    return generator.integers(0, n, size=(replicates, n))
+    """(R, n) resampled dev rows, the same for every run; a ValueError unless the runs predicted
+    the same dev examples (their ids)."""
+    suffix = "_mm" if metric.endswith("_mm") else ""
+    ids = {tuple(prediction_sets[suffix]["ids"]) for prediction_sets in runs}
+    if len(ids) != 1:
+        sizes = sorted({len(example_ids) for example_ids in ids})
+        raise ValueError("the runs predicted different dev examples" + (f" ({' and '.join(map(str, sizes))})"
+                                                                        if len(sizes) > 1 else ""))
+    n = len(ids.pop())
+    return generator.integers(0, n, size=(replicates, n), dtype=np.int32)
 
 
 def point_value(runs, metric):
