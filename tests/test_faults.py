@@ -346,3 +346,31 @@ def test_imdb_files_not_named_as_reviews_and_empty_reviews_are_skipped_and_count
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert len(warnings) == 1 and "skipped 2 file(s) not named <id>_<rating>.txt" in warnings[0]
     assert "and 2 empty review(s)" in warnings[0]
+
+
+def test_the_lock_covers_the_checkpoint_folder_and_takes_one_folder_once(bert, tmp_path, capsys):
+    """--output_dir_intermed (the SQuAD and IMDB scripts' checkpoint folder) is locked too; spelled
+    as another path to --output_dir, it is the same folder and one lock."""
+    imdb = write_acl_imdb(tmp_path / "imdb")
+    common = ["--model", str(bert), "--data_dir", str(imdb), "--max_seq_length", "48", "--max_steps", "2",
+              "--per_device_train_batch_size", "2", "--disable_tqdm", "--report_to", "none"]
+    out = tmp_path / "run"
+    assert run_main(run_imdb.main, [*common, "--output_dir", str(out), "--output_dir_intermed", f"{out}/."]) == 0
+    assert (out / "run_complete.json").is_file()
+    shared = tmp_path / "intermed"
+    shared.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"handle = open({str(shared / '.run.lock')!r}, 'a+')\n"
+        "fcntl.flock(handle, fcntl.LOCK_EX)\n"
+        "handle.write(f'process {os.getpid()} on test'); handle.flush()\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        error = refused_here(run_imdb.main, [*common, "--output_dir", str(tmp_path / "other"),
+                                             "--output_dir_intermed", str(shared)], capsys)
+        assert f"--output_dir_intermed {shared} is in use by process {holder.pid} on test" in error
+    finally:
+        holder.kill()
+        holder.wait()

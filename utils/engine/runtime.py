@@ -120,8 +120,10 @@ def start_run(args, command):
     checkpoint to resume from or None)``."""
     runtime = setup_runtime(args)
     check_writable(args)
-    for folder in dict.fromkeys(Path(path).resolve() for path in (args.output_dir, checkpoint_dir(args))):
-        lock_output_dir(folder, runtime)  # --output_dir_intermed too, once when it is the same folder
+    folders = {Path(args.output_dir).resolve(): "--output_dir"}
+    folders.setdefault(checkpoint_dir(args).resolve(), "--output_dir_intermed")  # once when it is the same
+    for folder, option in folders.items():
+        lock_output_dir(folder, runtime, option)
     resume = prepare_output_dir(args, command, runtime) if args.do_train else None
     if runtime.is_main:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -180,7 +182,7 @@ def _remove_partial_checkpoints(directory):
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def lock_output_dir(output_dir, runtime):
+def lock_output_dir(output_dir, runtime, option="--output_dir"):
     """Hold ``<output_dir>/.run.lock`` (an advisory ``flock``, which the system releases when the
     process ends, however it ends) for as long as the script's ``main`` runs, and remove it then: a
     second run started into the same folder is refused in one line that names the process holding
@@ -197,8 +199,8 @@ def lock_output_dir(output_dir, runtime):
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise UserError(f"--output_dir {output_dir} is in use by {holder}: wait for that run to end, or give "
-                            "another --output_dir") from None
+            raise UserError(f"{option} {output_dir} is in use by {holder}: wait for that run to end, or give "
+                            f"another {option}") from None
         except OSError as error:  # a file system that does not lock
             logger.warning("cannot lock %s (%s): make sure no other run writes into it", output_dir, error)
             handle.close()
