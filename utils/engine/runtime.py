@@ -342,8 +342,11 @@ def prepare_output_dir(args, command, runtime):
             raise UserError(f"output directory {output_dir} holds a finished run ({COMPLETION_MARK}); pass "
                             "--overwrite_output_dir to train again there, or choose another --output_dir")
         elif checkpoints:
-            # every process resumes from the checkpoint the first one chose
-            resume = runtime.same_as_first(whole_checkpoint(checkpoints, runtime) if runtime.is_main else None)
+            # every process resumes from the checkpoint the first one chose (or stops with its reason)
+            resume, problem = runtime.same_as_first(_choose_checkpoint(checkpoints, runtime) if runtime.is_main
+                                                    else None)
+            if problem is not None:
+                raise UserError(problem)
             check_resumed_command(args, command, resume, runtime)
             logger.info("resuming the interrupted run in %s from %s", work_dir, resume.name)
         elif _failed_start(output_dir) and _failed_start(work_dir):
@@ -358,6 +361,14 @@ def prepare_output_dir(args, command, runtime):
         _remove_partial_checkpoints(work_dir)
     runtime.barrier()
     return resume
+
+
+def _choose_checkpoint(checkpoints, runtime):
+    """``(whole_checkpoint(...), None)``, or ``(None, why)`` when there is none."""
+    try:
+        return whole_checkpoint(checkpoints, runtime), None
+    except UserError as error:
+        return None, str(error)
 
 
 def whole_checkpoint(checkpoints, runtime):
