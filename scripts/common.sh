@@ -20,6 +20,8 @@ STOPPED_STATUS=75
 # time for them to reach their next step and write their checkpoint
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-240}
 PYTHON=${PYTHON:-python}
+# shellcheck source=scripts/signals.sh
+source "$REPO_DIR/scripts/signals.sh"
 SCRIPT_PATH=${SCRIPT_PATH:-$0}
 
 die() {
@@ -199,7 +201,9 @@ job() {
     mkdir -p "$(dirname "$dir")"
     echo "# $(date '+%F %T') $(quote "${command[@]}")" >>"$log"
     set +e
-    run_forwarding_signals "$log" "${command[@]}"
+    # in the background, its output appended to the log and shown: a SIGTERM or SIGUSR1 this
+    # script gets reaches it as SIGTERM (torchrun passes that on to its processes)
+    forward_signals_to TERM "${command[@]}" > >(trap '' TERM USR1 INT; tee -a "$log") 2>&1
     status=$?
     set -e
     if ((status == STOPPED_STATUS || SIGNALLED)); then
@@ -208,29 +212,6 @@ job() {
     fi
     ((status == 0)) || die "run failed (exit $status): $dir; log: $log; command: $(quote "${command[@]}")"
     [[ -f $dir/$COMPLETION_MARK ]] || die "run ended without writing $dir/$COMPLETION_MARK; log: $log"
-}
-
-SIGNALLED=0
-
-run_forwarding_signals() {
-    # Run COMMAND with its output appended to LOG (and shown), in the background, so that the
-    # SIGTERM or SIGUSR1 this script gets (from Slurm before preemption or the time limit) reaches
-    # it as SIGTERM: the training scripts then save a checkpoint at their next step and exit
-    # STOPPED_STATUS (torchrun passes SIGTERM on to its processes). Ctrl-C does the same (a
-    # background command of a script ignores SIGINT). The status is the command's.
-    local log=$1 child status
-    shift
-    "$@" > >(trap '' TERM USR1 INT; tee -a "$log") 2>&1 &
-    child=$!
-    trap 'SIGNALLED=1; kill -TERM "$child" 2>/dev/null' TERM USR1 INT
-    wait "$child"
-    status=$?
-    while kill -0 "$child" 2>/dev/null; do  # a trapped signal ends `wait` early
-        wait "$child"
-        status=$?
-    done
-    trap - TERM USR1 INT
-    return "$status"
 }
 
 glue_task_dir() {

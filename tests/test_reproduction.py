@@ -244,7 +244,7 @@ def test_runs_with_a_launcher_log_skip_and_stop_at_the_first_failure(tmp_path):
     assert (out / "lgtm_glue/rte/lgtm/seed7/eval_results.json").is_file()
 
 
-@pytest.mark.parametrize("name", ["slurm_array.sbatch", "slurm_multinode.sbatch", "common.sh", "one_to_one_glue.sh",
+@pytest.mark.parametrize("name", ["slurm_array.sbatch", "slurm_multinode.sbatch", "common.sh", "signals.sh", "one_to_one_glue.sh",
                                   "one_to_one_squad.sh", "one_to_one_imdb.sh", "lgtm_glue.sh"])
 def test_shell_files_parse(name):
     subprocess.run(["bash", "-n", str(SCRIPTS / name)], check=True)

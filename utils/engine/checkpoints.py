@@ -123,11 +123,11 @@ def write_manifest(folder, world_size=1):
     (Path(folder) / MANIFEST).write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
 
 
-def verify_checkpoint(checkpoint, ranks=(0,)):
+def verify_checkpoint(checkpoint, ranks=(0,), hashes=True):
     """None when ``checkpoint`` is whole for the processes ``ranks``, else why not (one phrase):
-    its manifest's files all there, of their sizes and hashes; the weights, the training state and
-    those processes' RNG states among them. A checkpoint of a version without manifests is checked
-    for those files."""
+    its manifest's files all there, of their sizes and (``hashes``) hashes; the weights, the
+    training state and those processes' RNG states among them. A checkpoint of a version without
+    manifests is checked for those files."""
     checkpoint = Path(checkpoint)
     needed = (WEIGHTS, TRAINING_STATE, *(f"rng_state_{rank}.pt" for rank in ranks))
     manifest = checkpoint / MANIFEST
@@ -150,7 +150,7 @@ def verify_checkpoint(checkpoint, ranks=(0,)):
             return f"{name} is missing"
         if path.stat().st_size != size:
             return f"{name} has {path.stat().st_size} bytes, not {size}"
-        if file_digest(path) != digest:
+        if hashes and file_digest(path) != digest:
             return f"{name} does not match its hash"
     return None
 
@@ -233,11 +233,12 @@ def save_checkpoint(output_dir, position, model, tokenizer, components, runtime,
 
 
 def load_checkpoint(checkpoint, model, components, runtime):
-    """Restore what ``save_checkpoint`` wrote (``verify_checkpoint`` first: a damaged checkpoint
-    is a UserError naming it); return the ``Position`` to continue from."""
+    """Restore what ``save_checkpoint`` wrote; return the ``Position`` to continue from. The
+    checkpoint's files must be there with their manifest's sizes (a UserError naming it otherwise);
+    their hashes are ``utils.engine.runtime.prepare_output_dir``'s check, made before."""
     from safetensors.torch import load_file
 
-    problem = verify_checkpoint(checkpoint, (runtime.rank,))
+    problem = verify_checkpoint(checkpoint, (runtime.rank,), hashes=False)
     if problem is not None:
         raise UserError(f"checkpoint {checkpoint} is damaged ({problem}): resume from another one "
                         "(--resume_from_checkpoint), or pass --overwrite_output_dir to start again")

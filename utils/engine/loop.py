@@ -37,6 +37,10 @@ class NonFiniteLossError(UserError):
 # again); the table scripts and the Slurm batch files read it
 STOPPED_EXIT_STATUS = 75
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# under data parallelism the processes agree on a stop every this many steps (a collective, which
+# waits for the step's work on the device): a few seconds of BERT-base steps, well inside the
+# warning that Slurm's --signal gives and the grace before a preemption's SIGKILL
+STOP_CHECK_STEPS = 10
 
 
 def ignore_stop_signals(worker_id):
@@ -72,11 +76,14 @@ class StopSignals:
                            signal.Signals(number).name)
         self.received = number
 
-    def requested(self, runtime):
-        """The signal to stop on, or None; under data parallelism every process stops at the same
-        step when any of them received one (the checkpoint is written together)."""
+    def requested(self, runtime, step, last_step):
+        """The signal to stop on after optimizer step ``step``, or None. Under data parallelism
+        every process stops at the same step when any of them received one (the checkpoint is
+        written together), asked every ``STOP_CHECK_STEPS`` steps and at the last one."""
         received = self.received or 0
         if runtime.distributed:
+            if step % STOP_CHECK_STEPS and step != last_step:
+                return None
             flag = torch.tensor([received], device=runtime.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             received = int(flag.item())
@@ -344,7 +351,7 @@ def train(args, runtime, *, model, train_dataset, collate_fn, compute_loss, toke
                     position.epoch, position.batches_done = position.epoch + 1, 0
 
                 step = position.global_step
-                stopping = stop.requested(runtime)
+                stopping = stop.requested(runtime, step, total_steps)
                 log.step(step, flush=stopping is not None)
                 if evaluate is not None and args.evaluate_during_training and step % args.eval_steps == 0:
                     log.evaluation(step, evaluate(step))

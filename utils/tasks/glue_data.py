@@ -345,7 +345,18 @@ def decode_json(path, text, line_number):
 
 
 def record_columns(path):
-    """The columns of a csv/json data file (all its rows'), a UserError when it has no rows."""
+    """The columns of a csv/json data file (a csv's header line; all a JSON file's rows'), a
+    UserError when it has no rows."""
+    if Path(path).suffix.lower() == ".csv" and Path(path).is_file():
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as file:
+                rows = csv.reader(file)
+                header, first_row = next(rows, None), next(rows, None)
+        except UnicodeDecodeError as error:
+            raise UserError(f"{path} is not UTF-8 text: {error}") from None
+        if header is None or first_row is None:
+            raise UserError(f"{path} has no rows")
+        return header
     records = read_records(path)
     if not records:
         raise UserError(f"{path} has no rows")

@@ -113,8 +113,7 @@ def metric_arrays(prediction_sets, metric):
     base, suffix = (metric[:-3], "_mm") if metric.endswith("_mm") else (metric, "")
     entry = prediction_sets[suffix]
     if "labels" not in entry:
-        scores = np.asarray(entry[base], dtype=float)
-        return scores, scores, _mean
+        return np.asarray(entry[base], dtype=float), None, _mean
     return np.asarray(entry["predictions"]), np.asarray(entry["labels"]), METRICS[base]
 
 
@@ -127,7 +126,7 @@ def _replicate_values(runs, metric, rows, seed_draws):
     per_run = []
     for prediction_sets in runs:
         predictions, labels, function = metric_arrays(prediction_sets, metric)
-        per_run.append(np.concatenate([function(predictions[chunk], labels[chunk])
+        per_run.append(np.concatenate([function(predictions[chunk], None if labels is None else labels[chunk])
                                        for chunk in np.array_split(rows, max(1, len(rows) // CHUNK))]))
     per_run = np.stack(per_run)  # (k, R)
     return np.take_along_axis(per_run.T, seed_draws, axis=1).mean(axis=1)
@@ -151,7 +150,7 @@ def point_value(runs, metric):
     values = []
     for prediction_sets in runs:
         predictions, labels, function = metric_arrays(prediction_sets, metric)
-        values.append(float(function(predictions[None], labels[None])[0]))
+        values.append(float(function(predictions[None], None if labels is None else labels[None])[0]))
     return float(np.mean(values))
 
 
