@@ -267,11 +267,12 @@ def stray_folders(root):
     return stray
 
 
-def seeds_found(root, table, method_filter):
-    """The seeds of the run folders and logs under ``root/table`` whose method passes the filter."""
+def seeds_found(root, table, method_filter, task="*"):
+    """The seeds of the run folders and logs under ``root/table`` (``task``'s only, when given)
+    whose method passes the filter."""
     pattern = re.compile(r"^seed(\d+)(?:" + re.escape(LOG_SUFFIX) + ")?$")
     seeds = set()
-    for path in (Path(root) / table).glob("*/*/*"):
+    for path in (Path(root) / table).glob(f"{task}/*/*"):
         match = pattern.match(path.name)
         if match and method_filter(path.parent.name):
             seeds.add(int(match.group(1)))
@@ -336,14 +337,20 @@ def collect_table(root, table, seeds=None, tasks=None, with_published=True, meth
     methods = {method: label for method, label in all_methods.items() if methods is None or method in methods}
     present = sorted(p.name for p in (Path(root) / table).glob("*") if p.is_dir() and p.name in TASKS)
     tasks = tasks or default_tasks + [t for t in present if t not in default_tasks]
-    student_seeds = seeds or seeds_found(root, table, lambda m: m != "teacher") or [TEACHER_SEED]
+    expected = seeds if isinstance(seeds, dict) else {None: seeds}
+    table_seeds = seeds_found(root, table, lambda m: m != "teacher") or [TEACHER_SEED]
+    # each task's student seeds: the ones asked for (that task's, or every task's), else the ones
+    # found under the task, else under the table
+    task_seeds = {task: expected.get(task) or expected.get(None)
+                  or seeds_found(root, table, lambda m: m != "teacher", task) or table_seeds for task in tasks}
+    student_seeds = sorted(set().union(*task_seeds.values())) if task_seeds else table_seeds
     teacher_seeds = seeds_found(root, table, lambda m: m == "teacher") or [TEACHER_SEED]
     columns = [(task, metric, f"{TASKS[task][0]} {METRIC_NAMES[metric]}") for task in tasks for metric in TASKS[task][1]]
     rows, problems = [], []
     for method, label in methods.items():
-        method_seeds = teacher_seeds if method == "teacher" else student_seeds
         cells, scores = {}, []
         for task in tasks:
+            method_seeds = teacher_seeds if method == "teacher" else task_seeds[task]
             paths = [run_dir(root, table, task, method, seed) for seed in method_seeds]
             runs = [run_status(path, problems) for path in paths]
             scale = 1.0 if task in ALREADY_PERCENT else 100.0
@@ -374,7 +381,36 @@ def collect_table(root, table, seeds=None, tasks=None, with_published=True, meth
     notes = [note for (name, method), note in PUBLISHED_NOTES.items()
              if with_published and name == table and method in methods]
     return {"table": table, "title": title, "columns": columns, "rows": rows, "notes": notes,
-            "student_seeds": student_seeds, "teacher_seeds": teacher_seeds, "problems": problems}
+            "student_seeds": student_seeds, "task_seeds": task_seeds, "teacher_seeds": teacher_seeds,
+            "problems": problems}
+
+
+def describe_seeds(collected):
+    """"42, 43, 44", or per task where the tasks differ: "42, 43, 44 on SST-2; 42 on CoLA, MRPC"."""
+    groups = {}
+    for task, seeds in collected["task_seeds"].items():
+        groups.setdefault(tuple(seeds), []).append(TASKS[task][0])
+    if len(groups) <= 1:
+        return ", ".join(map(str, collected["student_seeds"]))
+    return "; ".join(f"{', '.join(map(str, seeds))} on {', '.join(names)}" for seeds, names in groups.items())
+
+
+def parse_seeds(values):
+    """``--seeds`` (repeatable): ``42,43,44`` for every task, ``sst2=42,43,44`` for one task ->
+    ``{None or task: [seeds]}``, or None when not given. Raises ValueError with the message."""
+    if not values:
+        return None
+    seeds = {}
+    for value in values:
+        task, _, listed = value.rpartition("=")
+        task = task.strip().lower().replace("-", "") or None
+        if task is not None and task not in TASKS:
+            raise ValueError(f"--seeds {value}: unknown task {task} (choose from {', '.join(TASKS)})")
+        items = [item for item in re.split(r"[,\s]+", listed.strip()) if item]
+        if not items or not all(item.isdigit() for item in items):
+            raise ValueError(f"--seeds {value}: give seeds as non-negative integers, e.g. 42,43,44 or sst2=42,43,44")
+        seeds[task] = [int(item) for item in items]
+    return seeds
 
 
 def _renamed(label, renames):
@@ -397,7 +433,7 @@ def _key(column):
 
 def to_markdown(collected):
     lines = [f"### {collected['title']}", "",
-             f"Mean ± std (sample, over seeds {', '.join(map(str, collected['student_seeds']))}; teacher seed "
+             f"Mean ± std (sample, over seeds {describe_seeds(collected)}; teacher seed "
              f"{', '.join(map(str, collected['teacher_seeds']))}), in percent; in parentheses the 95% bootstrap "
              "interval (dev examples resampled, and seeds where there are several), where the runs wrote their "
              "per-example predictions.", ""]
@@ -511,7 +547,7 @@ def plot_table(collected, path):
         axis.set_xlabel("%", fontsize=8)
     handles = {label: handle for axis in axes.flat for handle, label in zip(*axis.get_legend_handles_labels())}
     figure.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
-    seeds = ", ".join(map(str, collected["student_seeds"]))
+    seeds = describe_seeds(collected)
     figure.suptitle(f"{collected['title']} (students: seeds {seeds})", fontsize=11)
     figure.tight_layout(rect=(0, 0.05, 1, 0.95))
     figure.savefig(path)
@@ -531,8 +567,9 @@ def parse_args(argv):
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     parser.add_argument("--output-dir", help="write <table>.md and <table>.csv there instead of printing")
     parser.add_argument("--plot", metavar="DIR", help="also draw each table into DIR/<table>.png")
-    parser.add_argument("--seeds", help="the seeds expected for the students, e.g. 42,43,44 "
-                                        "(default: every seed found under the table)")
+    parser.add_argument("--seeds", action="append",
+                        help="the seeds expected for the students, e.g. 42,43,44, or for one task, e.g. "
+                             "sst2=42,43,44 (repeatable; default: the seeds found under each task)")
     parser.add_argument("--tasks", help="the columns, e.g. mnli,qqp (default: the paper's and any found)")
     parser.add_argument("--methods", help="the rows, e.g. kd,prokt,lgtm (default: the table's methods)")
     parser.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
@@ -561,7 +598,11 @@ def main(argv=None):
     if not tables:
         print(f"error: no table folder ({', '.join(TABLES)}) in {root}", file=sys.stderr)
         return 1
-    seeds = [int(s) for s in re.split(r"[,\s]+", args.seeds.strip())] if args.seeds else None
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     tasks = [t.lower() for t in re.split(r"[,\s]+", args.tasks.strip())] if args.tasks else None
     unknown = [t for t in tasks or [] if t not in TASKS]
     if unknown:

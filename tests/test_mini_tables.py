@@ -45,10 +45,11 @@ def test_the_student_is_every_other_layer_of_the_packaged_teacher(tmp_path):
     assert set(teacher) == set(packaged_state) - {"embeddings.position_ids"}
     for name, tensor in teacher.items():
         assert torch.equal(tensor, packaged_state[name]), name
-    for new, old in ((0, 0), (1, 2), (2, 4)):
+    for new, old in ((0, 1), (1, 3), (2, 5)):
         for name in [key for key in teacher if key.startswith(f"encoder.layer.{old}.")]:
             assert torch.equal(student[name.replace(f"layer.{old}.", f"layer.{new}.")], teacher[name]), name
     assert not any(key.startswith("encoder.layer.3.") for key in student)
+    assert json.loads((student_dir / "config.json").read_text())["num_hidden_layers"] == 3
     shared = [key for key in teacher if not key.startswith("encoder.layer.")]
     assert shared and all(torch.equal(student[key], teacher[key]) for key in shared)
     for folder in (teacher_dir, student_dir):
@@ -120,7 +121,7 @@ def test_the_miniature_tables_run_end_to_end_at_the_smoke_size(glue_dir, tmp_pat
     done = mini_tables("--smoke", "--models", models, "--glue-dir", glue_dir, "--output-root", out)
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     methods = {"one_to_one_glue": ["teacher", "ft", "task", "kd", "mse", "cos", "corr", "corr_mask", "pkd"],
-               "lgtm_glue": ["kd", "prokt", "lgtm"]}
+               "lgtm_glue": ["teacher", "kd", "prokt", "lgtm"]}
     for table, names in methods.items():
         for method in names:
             assert (out / table / "rte" / method / "seed42" / "run_complete.json").is_file(), (table, method)
@@ -129,7 +130,18 @@ def test_the_miniature_tables_run_end_to_end_at_the_smoke_size(glue_dir, tmp_pat
         assert markdown in done.stdout
         assert (out / "tables" / f"{table}.png").read_bytes()[:4] == b"\x89PNG"
     assert "24 of 64 training rows" in done.stdout
-    assert json.loads((out / "lgtm_glue/rte/lgtm/seed42/run_args.json").read_text())["num_layers"] == 3
+    lgtm_args = json.loads((out / "lgtm_glue/rte/lgtm/seed42/run_args.json").read_text())
+    assert lgtm_args["num_layers"] == 3 and lgtm_args["model_name_or_path"] == str(models / "student")
+    # the miniature recipe reaches every run: lr 1e-4 (the online teacher's too), warm-up, batch 32, 3 epochs
+    for run in ("one_to_one_glue/rte/teacher", "one_to_one_glue/rte/ft", "one_to_one_glue/rte/corr_mask",
+                "lgtm_glue/rte/teacher", "lgtm_glue/rte/lgtm"):
+        recorded = json.loads((out / run / "seed42/run_args.json").read_text())
+        assert (recorded["learning_rate"], recorded["warmup_ratio"], recorded["per_device_train_batch_size"],
+                recorded["num_train_epochs"]) == (1e-4, 0.1, 32, 3.0), run
+    assert lgtm_args["t_learning_rate"] == 1e-4
+    # KD's teacher is the LGTM table's own, fine-tuned on that table's training set
+    assert json.loads((out / "lgtm_glue/rte/kd/seed42/run_args.json").read_text())["teacher_name_or_path"] == str(
+        out / "lgtm_glue/rte/teacher/seed42")
     # the same runs against the papers' published rows
     assert collect_results.main([str(out), "--plot", str(tmp_path / "published")]) == 0
     table = capsys.readouterr().out
@@ -149,3 +161,8 @@ def test_the_miniature_tables_run_end_to_end_at_the_smoke_size(glue_dir, tmp_pat
     assert refused.returncode == 1
     assert refused.stderr.strip() == f"error: {out} holds runs of the smoke size, not default: choose another " \
                                      "--output-root"
+    # the same size of an earlier version (other sizes or recipe) is refused too
+    (out / "mini_tables_size").write_text("smoke\n")
+    refused = mini_tables("--smoke", "--models", models, "--glue-dir", glue_dir, "--output-root", out)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"error: {out} holds runs of another version's smoke size (recorded: smoke)")

@@ -306,6 +306,40 @@ def test_collect_means_stds_and_statuses(results_tree):
     assert difference[("qqp", "f1")] == pytest.approx(-0.1) and difference[("qqp", "accuracy")] == pytest.approx(-1.0)
 
 
+def test_seeds_per_task_three_on_sst2_one_elsewhere(tmp_path, capsys):
+    """The miniature tables' layout: SST-2 over seeds 42, 43, 44, CoLA over 42 alone. Each task's
+    cells count its own seeds (no CoLA seed 43 reported missing), as found or as asked for
+    with --seeds sst2=42,43,44 --seeds 42; a seed asked for and absent is still missing."""
+    root = tmp_path / "results"
+    table = root / "one_to_one_glue"
+    for seed, accuracy in zip((42, 43, 44), (0.80, 0.84, 0.85)):
+        finished(table / f"sst2/kd/seed{seed}", accuracy=accuracy)
+    finished(table / "cola/kd/seed42", matthews_correlation=0.2)
+    finished(table / "sst2/teacher/seed42", accuracy=0.9)
+    finished(table / "cola/teacher/seed42", matthews_correlation=0.3)
+    for seeds in (None, {None: [42], "sst2": [42, 43, 44]}):
+        collected = collect_results.collect_table(root, "one_to_one_glue", seeds, tasks=["cola", "sst2"],
+                                                  methods=["teacher", "kd"])
+        assert collected["task_seeds"] == {"cola": [42], "sst2": [42, 43, 44]}
+        kd = dict((label, cells) for label, cells, *_ in collected["rows"])["DistilBERT + logit KD"]
+        assert kd[("sst2", "accuracy")].mean == pytest.approx(83.0) and kd[("sst2", "accuracy")].status() == "3/3"
+        assert kd[("cola", "matthews_correlation")].status() == "1/1"
+        assert kd["avg"] == pytest.approx((20 + 83) / 2)
+    assert collect_results.main([str(root), "--tasks", "cola,sst2", "--methods", "teacher,kd", "--seeds", "42",
+                                 "--seeds", "SST-2=42,43,44"]) == 0
+    markdown = capsys.readouterr().out
+    assert "over seeds 42 on CoLA; 42, 43, 44 on SST-2; teacher seed 42" in markdown
+    # asked for seed 45 on SST-2: reported missing there, CoLA untouched
+    collected = collect_results.collect_table(root, "one_to_one_glue", {None: [42], "sst2": [42, 45]},
+                                              tasks=["cola", "sst2"], methods=["kd"], with_published=False)
+    (_, kd, *_), = collected["rows"]
+    assert kd[("sst2", "accuracy")].status() == "1/2 (1 missing)" and kd[("cola", "matthews_correlation")].status() == "1/1"
+    for bad, message in (("qnlx=1", "unknown task qnlx"), ("sst2=", "give seeds as non-negative integers"),
+                         ("4x", "give seeds as non-negative integers")):
+        assert collect_results.main([str(root), "--seeds", bad]) == 1
+        assert message in capsys.readouterr().err
+
+
 def test_collect_markdown_and_csv(results_tree, tmp_path, capsys):
     assert collect_results.main([str(results_tree), "--tasks", "mnli,qqp,rte"]) == 0
     markdown = capsys.readouterr().out
