@@ -267,12 +267,11 @@ def stray_folders(root):
     return stray
 
 
-def seeds_found(root, table, method_filter, task="*"):
-    """The seeds of the run folders and logs under ``root/table`` (``task``'s only, when given)
-    whose method passes the filter."""
+def seeds_found(root, table, method_filter):
+    """The seeds of the run folders and logs under ``root/table`` whose method passes the filter."""
     pattern = re.compile(r"^seed(\d+)(?:" + re.escape(LOG_SUFFIX) + ")?$")
     seeds = set()
-    for path in (Path(root) / table).glob(f"{task}/*/*"):
+    for path in (Path(root) / table).glob("*/*/*"):
         match = pattern.match(path.name)
         if match and method_filter(path.parent.name):
             seeds.add(int(match.group(1)))
@@ -338,11 +337,10 @@ def collect_table(root, table, seeds=None, tasks=None, with_published=True, meth
     present = sorted(p.name for p in (Path(root) / table).glob("*") if p.is_dir() and p.name in TASKS)
     tasks = tasks or default_tasks + [t for t in present if t not in default_tasks]
     expected = seeds if isinstance(seeds, dict) else {None: seeds}
+    # each task's student seeds: the ones asked for (that task's, or every task's), else every seed
+    # found under the table, so that a task where a run never started counts that run as missing
     table_seeds = seeds_found(root, table, lambda m: m != "teacher") or [TEACHER_SEED]
-    # each task's student seeds: the ones asked for (that task's, or every task's), else the ones
-    # found under the task, else under the table
-    task_seeds = {task: expected.get(task) or expected.get(None)
-                  or seeds_found(root, table, lambda m: m != "teacher", task) or table_seeds for task in tasks}
+    task_seeds = {task: expected.get(task) or expected.get(None) or table_seeds for task in tasks}
     student_seeds = sorted(set().union(*task_seeds.values())) if task_seeds else table_seeds
     teacher_seeds = seeds_found(root, table, lambda m: m == "teacher") or [TEACHER_SEED]
     columns = [(task, metric, f"{TASKS[task][0]} {METRIC_NAMES[metric]}") for task in tasks for metric in TASKS[task][1]]
@@ -402,14 +400,19 @@ def parse_seeds(values):
         return None
     seeds = {}
     for value in values:
-        task, _, listed = value.rpartition("=")
-        task = task.strip().lower().replace("-", "") or None
-        if task is not None and task not in TASKS:
-            raise ValueError(f"--seeds {value}: unknown task {task} (choose from {', '.join(TASKS)})")
+        if value.count("=") > 1:
+            raise ValueError(f"--seeds {value}: one task per --seeds, e.g. --seeds 42 --seeds sst2=42,43,44")
+        task, equals, listed = value.partition("=") if "=" in value else ("", "", value)
+        task = task.strip().lower().replace("-", "")
+        if equals and task not in TASKS:
+            raise ValueError(f"--seeds {value}: unknown task '{task}' (choose from {', '.join(TASKS)})")
         items = [item for item in re.split(r"[,\s]+", listed.strip()) if item]
         if not items or not all(item.isdigit() for item in items):
             raise ValueError(f"--seeds {value}: give seeds as non-negative integers, e.g. 42,43,44 or sst2=42,43,44")
-        seeds[task] = [int(item) for item in items]
+        key = task if equals else None
+        if key in seeds:
+            raise ValueError(f"--seeds {value}: the seeds of {task or 'every task'} are given twice")
+        seeds[key] = [int(item) for item in items]
     return seeds
 
 
@@ -621,6 +624,9 @@ def main(argv=None):
         return 1
     collected = [collect_table(root, table, seeds, tasks, with_published=not args.no_published, methods=methods)
                  for table in tables]
+    shown = {task for table in collected for task in table["task_seeds"]}
+    for task in sorted(set(seeds or {}) - shown - {None}):
+        print(f"warning: --seeds {task}=...: no table shown has the task {task}", file=sys.stderr)
     for table in collected:
         table["rows"] = [(_renamed(label, renames), *rest) for label, *rest in table["rows"]]
         for path, why in dict.fromkeys(table["problems"]):

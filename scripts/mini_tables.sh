@@ -35,11 +35,12 @@ Sizes:
   --full   every training example, seeds 42, 43, 44 on every task; the one-to-one table on
            CoLA, SST-2, STS-B, MRPC, RTE, the LGTM table on SST-2, MRPC and RTE (its KD-only
            student loss is 0 on STS-B's one regression output), with the LGTM README's evaluation
-           every 1000 steps: for a GPU.
+           every 1000 steps, and the same recipe (it suits these models; the papers' own settings
+           are the table scripts' commands, without --extra): for a GPU.
   --smoke  both tables on RTE alone, $SMOKE_TRAIN training examples: for a test on tiny models (--models).
 
 Options:
-  --glue-dir DIR      download_glue_data.py's output with the five tasks (default: glue_data)
+  --glue-dir DIR      download_glue_data.py's output with the size's tasks (default: glue_data)
   --output-root DIR   everything goes here (default: mini_results): the models (unless --models),
                       the subsampled data, the runs (DIR/<table>/<task>/<method>/seed<k>/), the
                       tables (DIR/tables/<table>.md, .csv, .png)
@@ -52,11 +53,13 @@ Rerun the same command after an interruption: finished runs are skipped, the oth
 EOF
 }
 
-# The miniature recipe: one protocol for every run of both tables, never per method (README
-# "Results: the tables in miniature" says how it was chosen). It is appended to every training
-# command (the table scripts' --extra), so it replaces their learning rates, batch sizes and epochs.
-RECIPE="--learning_rate 1e-4 --warmup_ratio 0.1 --per_device_train_batch_size 32 --num_train_epochs 3"
-RECIPE_TEXT="lr 1e-4 (LGTM's teacher too), 10% linear warm-up, batch 32, 3 epochs"
+# The miniature recipe: one protocol for every run of both tables at every size, never per method
+# (docs/mini_tables/recipe.md says how it was chosen). It is appended to every training command
+# (the table scripts' --extra), so it replaces their learning rates, batch sizes and epochs; LR is
+# also the LGTM table's online teachers' learning rate.
+LR=1e-4
+RECIPE="--learning_rate $LR --warmup_ratio 0.1 --per_device_train_batch_size 32 --num_train_epochs 3"
+RECIPE_TEXT="lr $LR (LGTM's online teachers too), 10% linear warm-up, batch 32, 3 epochs"
 # training examples kept per task
 DEFAULT_O2O_TASKS="cola sst2 stsb mrpc"
 DEFAULT_O2O_TRAIN=cola=4000,sst2=6000,stsb=2000,mrpc=2000
@@ -109,7 +112,7 @@ main() {
     # One size and recipe per output root: runs of another would be skipped as finished and mixed
     # into the tables.
     SIZE_RECORD=$OUTPUT_ROOT/mini_tables_size
-    RECORD="$SIZE ${O2O_TRAIN:-all} ${LGTM_TRAIN:-all} $RECIPE"
+    RECORD="$SIZE ${O2O_TRAIN:-all} ${LGTM_TRAIN:-all} seeds $SEEDS sst2 $SST2_SEEDS eval $EVAL_STEPS $RECIPE"
     if [[ -f $SIZE_RECORD ]]; then
         recorded=$(cat "$SIZE_RECORD")
         [[ ${recorded%% *} == "$SIZE" ]] ||
@@ -165,17 +168,20 @@ main() {
     }
 
     # 3. the one-to-one table: teacher per task, then every method
-    while read -r seeds tasks; do
+    local groups group seeds tasks
+    mapfile -t groups < <(by_seeds "$O2O_TASKS")
+    for group in "${groups[@]}"; do
+        read -r seeds tasks <<<"$group"
         bash "$REPO_DIR/scripts/one_to_one_glue.sh" --glue-dir "$O2O_DATA" --tasks "$tasks" --seeds "$seeds" \
             --teacher-model "$MODELS/teacher" --student-model "$MODELS/student" --student-args "--cache_teacher" \
             --output-root "$OUTPUT_ROOT" --extra "$RECIPE --group_by_length --disable_tqdm" "${DRY_RUN[@]}"
-    done < <(by_seeds "$O2O_TASKS")
+    done
 
     # 4. the LGTM table: KD from a teacher fine-tuned on the LGTM table's own training sets (the
     # one-to-one teacher's command), ProKT and LGTM from the pretrained teacher; the same student
     bash "$REPO_DIR/scripts/lgtm_glue.sh" --glue-dir "$LGTM_DATA" --tasks "${LGTM_TASKS// /,}" --seeds "$SEEDS" \
         --teacher-model "$MODELS/teacher" --student-model "$MODELS/student" --num-layers 3 \
-        --learning-rate 1e-4 --t-learning-rate 1e-4 --eval-steps "$EVAL_STEPS" --output-root "$OUTPUT_ROOT" \
+        --learning-rate "$LR" --t-learning-rate "$LR" --eval-steps "$EVAL_STEPS" --output-root "$OUTPUT_ROOT" \
         --extra "$RECIPE --group_by_length --disable_tqdm" "${DRY_RUN[@]}"
 
     # 5. the tables (the papers' numbers left out: they are BERT-base's)

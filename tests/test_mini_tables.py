@@ -4,6 +4,7 @@ the same layout here), the subsampled GLUE folders, and the pipeline end to end 
 import io
 import json
 import os
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -107,6 +108,46 @@ def test_the_subsample_keeps_rows_in_order_and_the_dev_files_whole(glue_dir, tmp
 def mini_tables(*args):
     return subprocess.run(["bash", str(REPO / "scripts" / "mini_tables.sh"), *map(str, args)], capture_output=True,
                           text=True, env=ENV, cwd=REPO, timeout=900)
+
+
+def test_the_default_size_runs_the_recipe_with_three_seeds_on_sst2(tmp_path):
+    """The default size's commands (--dry-run): four one-to-one tasks, SST-2's students over seeds
+    42, 43, 44 and the other tasks' over 42, the LGTM table on SST-2 with KD from its own teacher,
+    the same student everywhere and the recipe on every training command."""
+    out, models = tmp_path / "mini", tmp_path / "models"
+    done = mini_tables("--dry-run", "--models", models, "--glue-dir", tmp_path / "glue", "--output-root", out)
+    assert done.returncode == 0, done.stderr
+    commands = [shlex.split(line[2:]) for line in done.stdout.splitlines()
+                if line.startswith("+ ") and ("run_glue" in line or "run_lgtm_glue" in line)]
+    assert len(commands) == 4 * (1 + 8) + 2 * 8 + 4
+
+    def option(command, name):
+        return command[len(command) - 1 - command[::-1].index(name) + 1]  # the last one counts
+
+    runs = {}
+    for command in commands:
+        table, task, method, seed = Path(option(command, "--output_dir")).relative_to(out).parts
+        runs[(table, task, method, seed)] = command
+        assert (option(command, "--learning_rate"), option(command, "--warmup_ratio"),
+                option(command, "--per_device_train_batch_size"), option(command, "--num_train_epochs")) == \
+               ("1e-4", "0.1", "32", "3"), command
+        if method != "teacher":
+            student = "--model_name_or_path" if "--model_name_or_path" in command else "--student_model_name_or_path"
+            assert option(command, student) == str(models / "student")
+    seeds = {(table, task): sorted(seed for t, k, m, seed in runs if (t, k) == (table, task) and m != "teacher")
+             for table, task, _, _ in runs}
+    assert seeds[("one_to_one_glue", "sst2")] == ["seed42"] * 8 + ["seed43"] * 8 + ["seed44"] * 8
+    for task in ("cola", "stsb", "mrpc"):
+        assert seeds[("one_to_one_glue", task)] == ["seed42"] * 8
+    assert set(seeds) == {("one_to_one_glue", t) for t in ("cola", "sst2", "stsb", "mrpc")} | {("lgtm_glue", "sst2")}
+    kd = runs[("lgtm_glue", "sst2", "kd", "seed42")]
+    assert option(kd, "--teacher_model") == str(out / "lgtm_glue/sst2/teacher/seed42")
+    for method in ("prokt", "lgtm"):
+        lgtm = runs[("lgtm_glue", "sst2", method, "seed42")]
+        assert option(lgtm, "--teacher_model") == str(models / "teacher")
+        assert option(lgtm, "--t_learning_rate") == "1e-4" and option(lgtm, "--eval_steps") == "50"
+    assert "--max_train cola=4000,sst2=6000,stsb=2000,mrpc=2000" in done.stdout
+    assert "--max_train sst2=2000" in done.stdout
 
 
 @pytest.mark.long

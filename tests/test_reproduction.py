@@ -307,9 +307,10 @@ def test_collect_means_stds_and_statuses(results_tree):
 
 
 def test_seeds_per_task_three_on_sst2_one_elsewhere(tmp_path, capsys):
-    """The miniature tables' layout: SST-2 over seeds 42, 43, 44, CoLA over 42 alone. Each task's
-    cells count its own seeds (no CoLA seed 43 reported missing), as found or as asked for
-    with --seeds sst2=42,43,44 --seeds 42; a seed asked for and absent is still missing."""
+    """The miniature tables' layout: SST-2 over seeds 42, 43, 44, CoLA over 42 alone. Asked for
+    with --seeds 42 --seeds sst2=42,43,44, each task's cells count its own seeds (no CoLA seed 43
+    reported missing); without --seeds every seed of the table is expected everywhere, so that a
+    run that never started is missing; a seed asked for and absent is missing."""
     root = tmp_path / "results"
     table = root / "one_to_one_glue"
     for seed, accuracy in zip((42, 43, 44), (0.80, 0.84, 0.85)):
@@ -317,14 +318,18 @@ def test_seeds_per_task_three_on_sst2_one_elsewhere(tmp_path, capsys):
     finished(table / "cola/kd/seed42", matthews_correlation=0.2)
     finished(table / "sst2/teacher/seed42", accuracy=0.9)
     finished(table / "cola/teacher/seed42", matthews_correlation=0.3)
-    for seeds in (None, {None: [42], "sst2": [42, 43, 44]}):
-        collected = collect_results.collect_table(root, "one_to_one_glue", seeds, tasks=["cola", "sst2"],
-                                                  methods=["teacher", "kd"])
-        assert collected["task_seeds"] == {"cola": [42], "sst2": [42, 43, 44]}
-        kd = dict((label, cells) for label, cells, *_ in collected["rows"])["DistilBERT + logit KD"]
-        assert kd[("sst2", "accuracy")].mean == pytest.approx(83.0) and kd[("sst2", "accuracy")].status() == "3/3"
-        assert kd[("cola", "matthews_correlation")].status() == "1/1"
-        assert kd["avg"] == pytest.approx((20 + 83) / 2)
+    collected = collect_results.collect_table(root, "one_to_one_glue", {None: [42], "sst2": [42, 43, 44]},
+                                              tasks=["cola", "sst2"], methods=["teacher", "kd"])
+    assert collected["task_seeds"] == {"cola": [42], "sst2": [42, 43, 44]}
+    kd = dict((label, cells) for label, cells, *_ in collected["rows"])["DistilBERT + logit KD"]
+    assert kd[("sst2", "accuracy")].mean == pytest.approx(83.0) and kd[("sst2", "accuracy")].status() == "3/3"
+    assert kd[("cola", "matthews_correlation")].status() == "1/1"
+    assert kd["avg"] == pytest.approx((20 + 83) / 2)
+    found = collect_results.collect_table(root, "one_to_one_glue", tasks=["cola", "sst2"], methods=["kd"],
+                                          with_published=False)
+    assert found["task_seeds"] == {"cola": [42, 43, 44], "sst2": [42, 43, 44]}
+    (_, kd, *_), = found["rows"]
+    assert kd[("cola", "matthews_correlation")].status() == "1/3 (2 missing)"
     assert collect_results.main([str(root), "--tasks", "cola,sst2", "--methods", "teacher,kd", "--seeds", "42",
                                  "--seeds", "SST-2=42,43,44"]) == 0
     markdown = capsys.readouterr().out
@@ -334,10 +339,16 @@ def test_seeds_per_task_three_on_sst2_one_elsewhere(tmp_path, capsys):
                                               tasks=["cola", "sst2"], methods=["kd"], with_published=False)
     (_, kd, *_), = collected["rows"]
     assert kd[("sst2", "accuracy")].status() == "1/2 (1 missing)" and kd[("cola", "matthews_correlation")].status() == "1/1"
-    for bad, message in (("qnlx=1", "unknown task qnlx"), ("sst2=", "give seeds as non-negative integers"),
-                         ("4x", "give seeds as non-negative integers")):
-        assert collect_results.main([str(root), "--seeds", bad]) == 1
+    for bad, message in ((["qnlx=1"], "unknown task 'qnlx'"), (["=42"], "unknown task ''"),
+                         (["sst2="], "give seeds as non-negative integers"),
+                         (["4x"], "give seeds as non-negative integers"),
+                         (["sst2=42 cola=43"], "one task per --seeds"),
+                         (["42", "43"], "the seeds of every task are given twice"),
+                         (["sst2=1", "SST-2=2"], "the seeds of sst2 are given twice")):
+        assert collect_results.main([str(root)] + [f"--seeds={value}" for value in bad]) == 1
         assert message in capsys.readouterr().err
+    assert collect_results.main([str(root), "--tasks", "cola", "--seeds", "42", "--seeds", "sst2=42,43"]) == 0
+    assert "warning: --seeds sst2=...: no table shown has the task sst2" in capsys.readouterr().err
 
 
 def test_collect_markdown_and_csv(results_tree, tmp_path, capsys):

@@ -1,7 +1,7 @@
 """A GLUE folder with smaller training sets, for the miniature tables (scripts/mini_tables.sh).
 
     python -m utils.miniature.mini_data --glue_dir glue_data --output_dir mini_glue --tasks cola,sst2 --max_train 1000
-    python -m utils.miniature.mini_data ... --tasks cola,sst2,rte --max_train cola=800,sst2=2000,rte=400
+    python -m utils.miniature.mini_data ... --tasks cola,sst2,mrpc --max_train cola=4000,sst2=6000,mrpc=2000
 
 For each task, the training file keeps at most ``--max_train`` of its rows (one number for every
 task, or one per task), drawn at random
