@@ -572,7 +572,7 @@ def parse_args(argv):
     parser.add_argument("--plot", metavar="DIR", help="also draw each table into DIR/<table>.png")
     parser.add_argument("--seeds", action="append",
                         help="the seeds expected for the students, e.g. 42,43,44, or for one task, e.g. "
-                             "sst2=42,43,44 (repeatable; default: the seeds found under each task)")
+                             "sst2=42,43,44 (repeatable; default: every seed found under the table)")
     parser.add_argument("--tasks", help="the columns, e.g. mnli,qqp (default: the paper's and any found)")
     parser.add_argument("--methods", help="the rows, e.g. kd,prokt,lgtm (default: the table's methods)")
     parser.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",

